@@ -1,0 +1,163 @@
+"""The detector interface, its YAML spec, and the registry of kinds.
+
+A detector *kind* is a small module in ``detectors/kinds/`` that subclasses
+``Detector`` and registers itself with ``@register``. A detector *instance*
+is a YAML spec in ``detectors/specs/`` naming its kind, SAE, threshold and
+kind-specific parameters. Adding a kind: write one module, import it in
+``detectors/kinds/__init__.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import yaml
+from latentwatch.saes import LoadedSAE
+from latentwatch.v1 import monitor_pb2 as pb
+
+ROLE_NAMES = {
+    "system": pb.SPAN_ROLE_SYSTEM,
+    "user": pb.SPAN_ROLE_USER,
+    "context": pb.SPAN_ROLE_CONTEXT,
+    "response": pb.SPAN_ROLE_RESPONSE,
+    "template": pb.SPAN_ROLE_TEMPLATE,
+}
+
+
+@dataclass
+class DetectorSpec:
+    """One detector as configured in YAML."""
+
+    name: str
+    kind: str
+    sae: str
+    threshold: float
+    path: Path
+    description: str = ""
+    target_fpr: float = 0.01
+    params: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None
+
+    def artifact(self, name: str) -> Path:
+        """Resolve a file named in the spec relative to the spec's folder."""
+        p = Path(name)
+        return p if p.is_absolute() else self.path.parent / p
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> DetectorSpec:
+        raw = yaml.safe_load(path.read_text())
+        missing = {"name", "kind", "sae", "threshold"} - set(raw)
+        if missing:
+            raise ValueError(f"{path}: detector spec lacks {sorted(missing)}")
+        known = {"name", "kind", "sae", "threshold", "description", "target_fpr", "params", "calibration"}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
+        return cls(path=path, **raw)
+
+    def to_yaml(self) -> str:
+        data = {
+            "name": self.name,
+            "kind": self.kind,
+            "description": self.description,
+            "sae": self.sae,
+            "threshold": self.threshold,
+            "target_fpr": self.target_fpr,
+            "params": self.params,
+        }
+        if self.calibration:
+            data["calibration"] = self.calibration
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+@dataclass
+class Span:
+    role: int
+    start: int
+    end: int  # 0 on a response span means open-ended
+
+
+@dataclass
+class TokenRows:
+    """What a detector observes from one chunk: rows past the attention sink."""
+
+    positions: torch.Tensor  # [n] token positions
+    roles: torch.Tensor  # [n] SpanRole values
+    latents: torch.Tensor  # [n, d_sae]
+
+
+@dataclass
+class Evidence:
+    sae_id: str
+    index: int
+    activation: float
+    contribution: float
+    label: str
+
+
+@dataclass
+class Score:
+    value: float
+    token_start: int
+    token_end: int
+    evidence: list[Evidence] = field(default_factory=list)
+
+
+class Detector(ABC):
+    """Base class of detector kinds. One instance serves every request;
+    per-request data lives in the state object it creates."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, spec: DetectorSpec, sae: LoadedSAE):
+        self.spec = spec
+        self.sae = sae
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @abstractmethod
+    def new_state(self, spans: list[Span]) -> Any:
+        """Fresh per-request state."""
+
+    @abstractmethod
+    def observe(self, state: Any, rows: TokenRows) -> None:
+        """Fold one chunk's latents into the state."""
+
+    @abstractmethod
+    def score(self, state: Any, final: bool) -> Score | None:
+        """Current score, or None while there is nothing to judge yet."""
+
+
+_REGISTRY: dict[str, type[Detector]] = {}
+
+
+def register(cls: type[Detector]) -> type[Detector]:
+    """Class decorator adding a detector kind to the registry."""
+    if cls.kind in _REGISTRY:
+        raise ValueError(f"detector kind {cls.kind!r} registered twice")
+    _REGISTRY[cls.kind] = cls
+    return cls
+
+
+def kinds() -> dict[str, type[Detector]]:
+    import latentwatch.detectors.kinds  # noqa: F401  (registers the built-in kinds)
+
+    return dict(_REGISTRY)
+
+
+def build(spec: DetectorSpec, sae: LoadedSAE) -> Detector:
+    registry = kinds()
+    if spec.kind not in registry:
+        raise ValueError(f"detector {spec.name!r}: unknown kind {spec.kind!r}; known: {sorted(registry)}")
+    return registry[spec.kind](spec, sae)
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))

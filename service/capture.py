@@ -1,0 +1,304 @@
+"""Capture residual-stream rows from an HF causal LM and hand them to a monitor.
+
+``HFCapture`` puts forward hooks on the configured layers (the residual
+stream after the layer: the decoder layer's output). A hook only copies the
+rows and hands them to a client; it never waits for the sidecar.
+
+Clients:
+- ``GrpcMonitorClient`` sends from a background thread over the Stream RPC
+  with a bounded buffer: when the buffer is full, chunks are dropped and
+  counted (and the count reaches the sidecar's dropped-chunks metric); when
+  the sidecar is away it reconnects with exponential backoff.
+- ``LocalMonitor`` runs the same engine in-process, with no network, for
+  notebooks and batch scoring.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+
+import grpc
+import torch
+from latentwatch.detectors.base import Span
+from latentwatch.engine import Engine
+from latentwatch.records import Verdict
+from latentwatch.tensors import to_wire
+from latentwatch.v1 import monitor_pb2 as pb
+from latentwatch.v1 import monitor_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+
+class _Finals:
+    """Final verdicts per request, with a way to wait for them."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._verdicts: dict[str, list[Verdict]] = {}
+        self._done: set[str] = set()
+
+    def add(self, v: Verdict) -> None:
+        with self._cv:
+            self._verdicts.setdefault(v.request_id, []).append(v)
+
+    def done(self, request_id: str) -> None:
+        with self._cv:
+            self._done.add(request_id)
+            self._cv.notify_all()
+
+    def wait(self, request_id: str, timeout: float) -> list[Verdict] | None:
+        with self._cv:
+            if not self._cv.wait_for(lambda: request_id in self._done, timeout):
+                return None
+            self._done.discard(request_id)
+            return self._verdicts.pop(request_id, [])
+
+
+def _verdict_from_pb(v: pb.Verdict) -> Verdict:
+    from latentwatch.detectors.base import Evidence
+
+    return Verdict(
+        request_id=v.request_id,
+        detector=v.detector,
+        score=v.score,
+        threshold=v.threshold,
+        flagged=v.flagged,
+        token_start=v.token_start,
+        token_end=v.token_end,
+        final=v.final,
+        low_confidence=v.low_confidence,
+        evidence=[Evidence(e.sae_id, e.index, e.activation, e.contribution, e.label) for e in v.evidence],
+    )
+
+
+class LocalMonitor:
+    """In-process monitor: the engine runs in the caller's thread."""
+
+    def __init__(self, engine: Engine, model_id: str, on_verdict: Callable[[Verdict], None] | None = None):
+        self.engine = engine
+        self.model_id = model_id
+        self.on_verdict = on_verdict
+        self._finals = _Finals()
+
+    @property
+    def dropped(self) -> int:
+        return 0
+
+    def start_request(self, request_id: str, spans: list[Span]) -> None:
+        self.engine.start(request_id, self.model_id, spans)
+
+    def send_chunk(self, request_id: str, hook_name: str, start_position: int, rows: torch.Tensor) -> None:
+        for v in self.engine.add_chunk(request_id, hook_name, start_position, rows.float()):
+            if self.on_verdict:
+                self.on_verdict(v)
+
+    def end_request(self, request_id: str) -> None:
+        for v in self.engine.end(request_id):
+            self._finals.add(v)
+            if self.on_verdict:
+                self.on_verdict(v)
+        self._finals.done(request_id)
+
+    def wait_final(self, request_id: str, timeout: float = 30.0) -> list[Verdict] | None:
+        return self._finals.wait(request_id, timeout)
+
+    def close(self) -> None:
+        pass
+
+
+class GrpcMonitorClient:
+    """Streams activations to a sidecar without ever blocking the caller."""
+
+    def __init__(
+        self,
+        target: str,
+        model_id: str,
+        max_buffer: int = 1024,
+        on_verdict: Callable[[Verdict], None] | None = None,
+        backoff_initial_s: float = 0.1,
+        backoff_max_s: float = 5.0,
+    ):
+        self.target = target
+        self.model_id = model_id
+        self.max_buffer = max_buffer
+        self.on_verdict = on_verdict
+        self.dropped = 0  # chunks dropped since creation
+        self.errors: list[pb.StreamError] = []
+        self._unreported_drops = 0
+        self._buf: deque[tuple[pb.ClientMessage, bool]] = deque()
+        self._chunks_buffered = 0
+        self._cv = threading.Condition()
+        self._closed = False
+        self._epoch = 0
+        self._finals = _Finals()
+        self._backoff = (backoff_initial_s, backoff_max_s)
+        self._connected = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="latentwatch-sender", daemon=True)
+        self._thread.start()
+
+    # -- the caller's side (must stay cheap) -----------------------------------------
+
+    def start_request(self, request_id: str, spans: list[Span]) -> None:
+        msg = pb.RequestStart(
+            request_id=request_id,
+            model_id=self.model_id,
+            spans=[pb.Span(role=s.role, start=s.start, end=s.end) for s in spans],
+        )
+        self._put(pb.ClientMessage(start=msg), droppable=False)
+
+    def send_chunk(self, request_id: str, hook_name: str, start_position: int, rows: torch.Tensor) -> None:
+        # Serialisation happens on the sender thread; the caller only enqueues.
+        self._put((request_id, hook_name, start_position, rows), droppable=True)
+
+    def end_request(self, request_id: str) -> None:
+        self._put(pb.ClientMessage(end=pb.RequestEnd(request_id=request_id)), droppable=False)
+
+    def wait_final(self, request_id: str, timeout: float = 30.0) -> list[Verdict] | None:
+        return self._finals.wait(request_id, timeout)
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def close(self, flush_timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + flush_timeout
+        with self._cv:
+            while self._buf and time.monotonic() < deadline:
+                self._cv.wait(0.05)
+            self._closed = True
+            self._cv.notify_all()
+        self._thread.join(timeout=2.0)
+
+    def _put(self, item, droppable: bool) -> None:
+        with self._cv:
+            if droppable:
+                if self._chunks_buffered >= self.max_buffer:
+                    self.dropped += 1
+                    self._unreported_drops += 1
+                    return
+                self._chunks_buffered += 1
+            self._buf.append((item, droppable))
+            self._cv.notify_all()
+
+    # -- the sender thread ------------------------------------------------------------------
+
+    def _messages(self, epoch: int) -> Iterator[pb.ClientMessage]:
+        while True:
+            with self._cv:
+                while not self._buf and not self._closed and self._epoch == epoch:
+                    self._cv.wait(0.1)
+                if self._epoch != epoch or (self._closed and not self._buf):
+                    return
+                item, droppable = self._buf.popleft()
+                if droppable:
+                    self._chunks_buffered -= 1
+                drops, self._unreported_drops = self._unreported_drops, 0
+                self._cv.notify_all()
+            if droppable:
+                request_id, hook_name, start_position, rows = item
+                item = pb.ClientMessage(
+                    chunk=pb.ActivationChunk(
+                        request_id=request_id,
+                        hook_name=hook_name,
+                        start_position=start_position,
+                        activations=to_wire(rows),
+                        dropped_since_last=drops,
+                    )
+                )
+            elif drops:
+                with self._cv:
+                    self._unreported_drops += drops
+            yield item
+
+    def _run(self) -> None:
+        delay = self._backoff[0]
+        while not self._closed:
+            with self._cv:
+                self._epoch += 1
+                epoch = self._epoch
+            try:
+                with grpc.insecure_channel(self.target) as channel:
+                    grpc.channel_ready_future(channel).result(timeout=delay * 10)
+                    self._connected.set()
+                    delay = self._backoff[0]
+                    for msg in pb_grpc.MonitorStub(channel).Stream(self._messages(epoch)):
+                        self._handle(msg)
+                    if self._closed:
+                        return
+            except (grpc.RpcError, grpc.FutureTimeoutError) as exc:
+                self._connected.clear()
+                log.debug("sidecar stream broke (%s); retrying in %.2fs", exc, delay)
+            with self._cv:
+                self._epoch += 1  # stop the old request iterator
+                self._cv.notify_all()
+            time.sleep(delay)
+            delay = min(delay * 2, self._backoff[1])
+
+    def _handle(self, msg: pb.ServerMessage) -> None:
+        kind = msg.WhichOneof("kind")
+        if kind == "verdict":
+            v = _verdict_from_pb(msg.verdict)
+            if v.final:
+                self._finals.add(v)
+            if self.on_verdict:
+                self.on_verdict(v)
+        elif kind == "done":
+            self._finals.done(msg.done.request_id)
+        elif kind == "error":
+            self.errors.append(msg.error)
+            log.warning("sidecar rejected a message: %s", msg.error.message)
+
+
+Monitor = LocalMonitor | GrpcMonitorClient
+
+
+class HFCapture:
+    """Forward hooks on an HF causal LM's decoder layers.
+
+    One request is captured at a time (batch size 1 per forward): wrap a
+    ``generate`` or forward call in ``with capture.request(id, spans):``.
+    Batched serving is the vLLM integration's job.
+    """
+
+    def __init__(self, model: torch.nn.Module, hook_names: list[str], monitor: Monitor):
+        self.monitor = monitor
+        self.hook_names = hook_names
+        self._active: str | None = None
+        self._positions: dict[str, int] = {}
+        self._handles = [model.get_submodule(name).register_forward_hook(self._hook(name)) for name in hook_names]
+
+    def _hook(self, name: str):
+        def fn(module, args, output) -> None:
+            if self._active is None:
+                return
+            hidden = output[0] if isinstance(output, tuple) else output
+            if hidden.shape[0] != 1:
+                raise ValueError("HFCapture captures one request per forward (batch size 1)")
+            rows = hidden[0].detach().to("cpu", copy=True)
+            start = self._positions[name]
+            self._positions[name] = start + rows.shape[0]
+            self.monitor.send_chunk(self._active, name, start, rows)
+
+        return fn
+
+    @contextlib.contextmanager
+    def request(self, request_id: str, spans: list[Span]):
+        if self._active is not None:
+            raise RuntimeError(f"request {self._active!r} is still being captured")
+        self.monitor.start_request(request_id, spans)
+        self._active = request_id
+        self._positions = dict.fromkeys(self.hook_names, 0)
+        try:
+            yield self
+        finally:
+            self._active = None
+            self.monitor.end_request(request_id)
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []

@@ -1,0 +1,81 @@
+"""Turn chat messages into token ids plus span roles.
+
+Detectors need to know which tokens are the user's, the retrieved context's
+and the response's. The chat template is rendered to text, each message's
+content is located in it, and tokenizer offsets map characters to tokens.
+Anything not inside a message's content is template scaffolding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from latentwatch.detectors.base import Span
+from latentwatch.v1 import monitor_pb2 as pb
+
+_ROLE_OF = {"system": pb.SPAN_ROLE_SYSTEM, "user": pb.SPAN_ROLE_USER, "assistant": pb.SPAN_ROLE_RESPONSE}
+CONTEXT_HEADER = "Context:\n"
+
+
+@dataclass
+class ChatTokens:
+    input_ids: list[int]
+    spans: list[Span]
+    prompt_length: int  # tokens before the response (the generation prompt included)
+
+
+def with_context(messages: list[dict], context: str | None) -> tuple[list[dict], str | None]:
+    """Put retrieved context at the head of the last user turn."""
+    if not context:
+        return messages, None
+    messages = [dict(m) for m in messages]
+    last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    messages[last_user]["content"] = f"{CONTEXT_HEADER}{context}\n\n{messages[last_user]['content']}"
+    return messages, context
+
+
+def tokenize_chat(
+    tokenizer, messages: list[dict], context: str | None = None, response: str | None = None
+) -> ChatTokens:
+    """Token ids and spans of a transcript; ``response`` becomes the assistant turn."""
+    messages, ctx = with_context(messages, context)
+    if response is not None:
+        if messages and messages[-1]["role"] == "assistant":
+            raise ValueError("give the response either as the last assistant message or as `response`, not both")
+        messages = messages + [{"role": "assistant", "content": response}]
+    has_response = bool(messages) and messages[-1]["role"] == "assistant"
+    prompt_msgs = messages[:-1] if has_response else messages
+    prompt_text = tokenizer.apply_chat_template(prompt_msgs, tokenize=False, add_generation_prompt=True)
+    text = prompt_text
+    if has_response:
+        full = tokenizer.apply_chat_template(messages, tokenize=False)
+        if not full.startswith(prompt_text):  # templates that do not extend the generation prompt
+            raise ValueError("the chat template's transcript does not extend its generation prompt")
+        text = full
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = enc["offset_mapping"]
+    prompt_length = sum(1 for _, e in offsets if e <= len(prompt_text))
+
+    char_spans: list[tuple[int, int, int]] = []
+    cursor = 0
+    for m in messages:
+        content = m["content"]
+        at = text.find(content, cursor) if content else -1
+        if at < 0:
+            continue
+        cursor = at + len(content)
+        role = _ROLE_OF.get(m["role"], pb.SPAN_ROLE_USER)
+        if ctx and m["role"] == "user" and content.startswith(CONTEXT_HEADER + ctx):
+            c0 = at + len(CONTEXT_HEADER)
+            char_spans.append((pb.SPAN_ROLE_TEMPLATE, at, c0))
+            char_spans.append((pb.SPAN_ROLE_CONTEXT, c0, c0 + len(ctx)))
+            char_spans.append((role, c0 + len(ctx), cursor))
+        else:
+            char_spans.append((role, at, cursor))
+
+    spans = []
+    for role, c0, c1 in char_spans:
+        toks = [t for t, (s, e) in enumerate(offsets) if s < c1 and e > c0]
+        if toks:
+            spans.append(Span(role=role, start=toks[0], end=toks[-1] + 1))
+    return ChatTokens(input_ids=list(enc["input_ids"]), spans=spans, prompt_length=prompt_length)

@@ -1,0 +1,43 @@
+"""Access to the public dev sets in ``../shared/data/dev`` and the fixed split.
+
+The split is a hash of the text, so it is the same on every machine and for
+every command: anything trained (SAEs, probes) sees only ``train`` rows, and
+every reported figure comes from ``test`` rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+
+def dev_data_dir() -> Path | None:
+    """The dev-set folder, or None when this checkout has none beside it."""
+    env = os.environ.get("LATENTWATCH_DEV_DATA")
+    candidates = [Path(env)] if env else []
+    here = Path(__file__).resolve().parent.parent
+    candidates += [here.parent / "shared" / "data" / "dev", here / "shared" / "data" / "dev"]
+    for c in candidates:
+        if c.is_dir():
+            return c
+    return None
+
+
+def split_of(text: str, test_fraction: int = 5) -> str:
+    """Return ``"test"`` for one text in ``test_fraction``, else ``"train"``."""
+    h = int(hashlib.sha1(text.encode("utf-8")).hexdigest(), 16)
+    return "test" if h % test_fraction == 0 else "train"
+
+
+def refusal_instructions(split: str) -> tuple[list[str], list[str]]:
+    """(harmful, harmless) instructions of one split; empty when no dev data."""
+    root = dev_data_dir()
+    if root is None:
+        return [], []
+    out = []
+    for name in ("harmful_train.json", "harmless_train.json"):
+        rows = json.loads((root / "refusal" / name).read_text())
+        out.append([r["instruction"] for r in rows if split_of(r["instruction"]) == split])
+    return out[0], out[1]

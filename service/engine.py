@@ -1,0 +1,255 @@
+"""The scoring engine: per-request sessions -> SAE latents -> detectors -> verdicts.
+
+Both the gRPC server and the in-process monitor drive this one class, so
+detector behaviour cannot differ between them. It is thread-safe (one lock);
+the server calls it from a single worker thread so the event loop never runs
+torch code.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import torch
+from latentwatch.alerts import FanOut
+from latentwatch.detectors import SAES_DIR, bundled_spec_paths
+from latentwatch.detectors.base import Detector, DetectorSpec, Span, TokenRows, build
+from latentwatch.errors import MonitorError, invalid
+from latentwatch.metrics import Metrics
+from latentwatch.records import AlertRecord, Verdict
+from latentwatch.saes import LoadedSAE, load_sae
+from latentwatch.v1 import monitor_pb2 as pb
+
+
+@dataclass
+class Limits:
+    session_ttl_s: float = 300.0
+    max_sessions: int = 10_000
+    max_tokens_per_request: int = 65_536
+
+
+@dataclass
+class _Session:
+    request_id: str
+    model_id: str
+    spans: list[Span]
+    states: dict[str, Any]
+    last_seen: float
+    flagged: set[str] = field(default_factory=set)
+    low_confidence: bool = False
+    last_score: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(
+        self,
+        detectors: list[Detector],
+        sink: FanOut | None = None,
+        metrics: Metrics | None = None,
+        limits: Limits | None = None,
+    ):
+        self.detectors = detectors
+        self.saes: dict[str, LoadedSAE] = {d.sae.sae_id: d.sae for d in detectors}
+        self.by_hook: dict[str, list[LoadedSAE]] = {}
+        for sae in self.saes.values():
+            self.by_hook.setdefault(sae.hook_name, []).append(sae)
+        self.sink = sink or FanOut([])
+        self.metrics = metrics or Metrics()
+        self.limits = limits or Limits()
+        self._sessions: dict[str, _Session] = {}
+        self._lock = threading.Lock()
+
+    # -- construction -------------------------------------------------------
+
+    @classmethod
+    def from_specs(
+        cls,
+        spec_paths: list[Path] | None = None,
+        only: list[str] | None = None,
+        sae_dirs: list[Path] | None = None,
+        **kwargs,
+    ) -> Engine:
+        """Load detector specs (default: the bundled ones) and their SAEs."""
+        paths = spec_paths if spec_paths is not None else bundled_spec_paths()
+        specs = [DetectorSpec.from_yaml(p) for p in paths]
+        if only:
+            unknown = set(only) - {s.name for s in specs}
+            if unknown:
+                raise ValueError(f"unknown detectors {sorted(unknown)}; available: {[s.name for s in specs]}")
+            specs = [s for s in specs if s.name in only]
+        saes: dict[str, LoadedSAE] = {}
+        detectors = []
+        for spec in specs:
+            if spec.sae not in saes:
+                saes[spec.sae] = load_sae(spec.sae, [spec.path.parent, *(sae_dirs or []), SAES_DIR])
+            detectors.append(build(spec, saes[spec.sae]))
+        return cls(detectors, **kwargs)
+
+    @property
+    def hook_names(self) -> list[str]:
+        return sorted(self.by_hook)
+
+    # -- request lifecycle ----------------------------------------------------
+
+    def start(self, request_id: str, model_id: str, spans: list[Span]) -> None:
+        if not request_id:
+            raise invalid("request_id is empty")
+        for s in spans:
+            if s.role not in pb.SpanRole.values() or s.role == pb.SPAN_ROLE_UNSPECIFIED:
+                raise invalid(f"span has unknown role {s.role}")
+            if s.end != 0 and s.end <= s.start:
+                raise invalid(f"span [{s.start}, {s.end}) is empty or reversed")
+        with self._lock:
+            self._expire_locked(time.monotonic())
+            if request_id not in self._sessions and len(self._sessions) >= self.limits.max_sessions:
+                raise MonitorError(
+                    f"too many live requests ({self.limits.max_sessions}); end some first",
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                )
+            self._sessions[request_id] = _Session(
+                request_id=request_id,
+                model_id=model_id,
+                spans=spans,
+                states={d.name: d.new_state(spans) for d in self.detectors},
+                last_seen=time.monotonic(),
+            )
+            self.metrics.active_requests.set(len(self._sessions))
+
+    def add_chunk(self, request_id: str, hook_name: str, start_position: int, acts: torch.Tensor) -> list[Verdict]:
+        """Score a chunk of already-decoded fp32 activations; return new flags."""
+        with self._lock:
+            session = self._session(request_id)
+            if hook_name not in self.by_hook:
+                raise invalid(f"unknown layer {hook_name!r}; this sidecar monitors {self.hook_names}")
+            end = start_position + acts.shape[0]
+            if end > self.limits.max_tokens_per_request:
+                raise MonitorError(
+                    f"request exceeds {self.limits.max_tokens_per_request} tokens", grpc.StatusCode.RESOURCE_EXHAUSTED
+                )
+            session.last_seen = time.monotonic()
+            positions = torch.arange(start_position, end)
+            keep = positions > 0  # position 0 is the attention sink: no SAE explains it
+            if not keep.any():
+                return []
+            positions, acts = positions[keep], acts[keep]
+            roles = _roles_at(session.spans, positions)
+            self.metrics.chunks.inc()
+            self.metrics.tokens.inc(acts.shape[0])
+            out: list[Verdict] = []
+            for sae in self.by_hook[hook_name]:
+                latents, fvu = sae.encode(acts)
+                self.metrics.fvu.labels(sae.sae_id).observe(fvu)
+                if fvu > sae.fvu_limit and not session.low_confidence:
+                    session.low_confidence = True
+                    self.metrics.low_confidence.labels(sae.sae_id).inc()
+                rows = TokenRows(positions=positions, roles=roles, latents=latents)
+                for det in self.detectors:
+                    if det.sae is sae:
+                        det.observe(session.states[det.name], rows)
+                        v = self._judge(session, det, final=False)
+                        if v is not None and v.flagged:
+                            out.append(v)
+            return out
+
+    def end(self, request_id: str) -> list[Verdict]:
+        """Close a request and return every detector's final verdict."""
+        with self._lock:
+            session = self._session(request_id)
+            out = []
+            for det in self.detectors:
+                v = self._judge(session, det, final=True)
+                if v is not None:
+                    self.metrics.scores.labels(det.name).observe(v.score)
+                    out.append(v)
+            del self._sessions[request_id]
+            self.metrics.active_requests.set(len(self._sessions))
+            return out
+
+    def score(self, request_id: str, model_id: str, spans: list[Span], chunks: list[tuple[str, int, torch.Tensor]]):
+        """Score a whole transcript at once (the unary Score RPC, offline scoring)."""
+        self.start(request_id, model_id, spans)
+        try:
+            for hook_name, start_position, acts in chunks:
+                self.add_chunk(request_id, hook_name, start_position, acts)
+        except MonitorError:
+            with self._lock:
+                self._sessions.pop(request_id, None)
+            raise
+        return self.end(request_id)
+
+    def expire(self) -> int:
+        with self._lock:
+            return self._expire_locked(time.monotonic())
+
+    # -- internals --------------------------------------------------------------
+
+    def _session(self, request_id: str) -> _Session:
+        session = self._sessions.get(request_id)
+        if session is None:
+            raise MonitorError(
+                f"unknown request_id {request_id!r}: send RequestStart first (or it expired)",
+                grpc.StatusCode.FAILED_PRECONDITION,
+            )
+        return session
+
+    def _expire_locked(self, now: float) -> int:
+        stale = [k for k, s in self._sessions.items() if now - s.last_seen > self.limits.session_ttl_s]
+        for k in stale:
+            del self._sessions[k]
+        if stale:
+            self.metrics.active_requests.set(len(self._sessions))
+        return len(stale)
+
+    def _judge(self, session: _Session, det: Detector, final: bool) -> Verdict | None:
+        s = det.score(session.states[det.name], final=final)
+        if s is None:
+            return None
+        threshold = det.spec.threshold
+        flagged = s.value >= threshold
+        v = Verdict(
+            request_id=session.request_id,
+            detector=det.name,
+            score=s.value,
+            threshold=threshold,
+            flagged=flagged,
+            token_start=s.token_start,
+            token_end=s.token_end,
+            final=final,
+            low_confidence=session.low_confidence,
+            evidence=s.evidence,
+        )
+        if flagged and det.name not in session.flagged:
+            session.flagged.add(det.name)
+            self.metrics.flagged.labels(det.name).inc()
+            self.metrics.alerts.labels(det.name).inc()
+            self.sink.emit(
+                AlertRecord(
+                    request_id=session.request_id,
+                    model_id=session.model_id,
+                    detector=det.name,
+                    score=s.value,
+                    threshold=threshold,
+                    token_start=s.token_start,
+                    token_end=s.token_end,
+                    timestamp=time.time(),
+                    low_confidence=session.low_confidence,
+                    evidence=s.evidence,
+                )
+            )
+        elif not final and det.name in session.flagged:
+            return None  # already reported while streaming; the final verdict repeats it
+        return v
+
+
+def _roles_at(spans: list[Span], positions: torch.Tensor) -> torch.Tensor:
+    """The span role of each position (later spans win; UNSPECIFIED outside all)."""
+    roles = torch.full_like(positions, pb.SPAN_ROLE_UNSPECIFIED)
+    for s in spans:
+        end = s.end if s.end != 0 else torch.iinfo(torch.int64).max
+        roles[(positions >= s.start) & (positions < end)] = s.role
+    return roles

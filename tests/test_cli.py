@@ -1,0 +1,79 @@
+"""The command line as a user runs it: score, detectors, demo, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from latentwatch.alerts import SQLiteSink
+
+from .conftest import BENIGN, HARMFUL
+
+
+def run_cli(*args, cwd=None, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "latentwatch.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def test_score_jsonl_offline(tmp_path):
+    data = tmp_path / "in.jsonl"
+    data.write_text(
+        json.dumps({"id": "a", "messages": [{"role": "user", "content": HARMFUL}]})
+        + "\n"
+        + json.dumps(
+            {
+                "id": "b",
+                "messages": [{"role": "user", "content": BENIGN}],
+                "response": "Mash three bananas, mix with flour, sugar and eggs, then bake.",
+            }
+        )
+        + "\n"
+    )
+    r = run_cli("score", str(data), "-o", str(tmp_path / "out.jsonl"))
+    assert r.returncode == 0, r.stderr
+    rows = {o["id"]: o for o in map(json.loads, (tmp_path / "out.jsonl").read_text().splitlines())}
+    assert rows["a"]["scores"]["harmful_request"]["flagged"] is True
+    assert rows["b"]["scores"]["harmful_request"]["flagged"] is False
+    assert rows["a"]["scores"]["harmful_request"]["evidence"]
+
+
+def test_score_rejects_bad_input_with_a_sentence(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n{"messages": "oops"}\n')
+    r = run_cli("score", str(bad))
+    assert r.returncode == 2
+    assert "bad.jsonl:2" in r.stderr and "messages" in r.stderr
+    r = run_cli("score", str(tmp_path / "missing.jsonl"))
+    assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+def test_detectors_lists_bundled_specs():
+    r = run_cli("detectors")
+    assert r.returncode == 0
+    assert "harmful_request" in r.stdout and "latent_probe" in r.stdout
+
+
+def test_unknown_detector_is_a_usage_error(tmp_path):
+    data = tmp_path / "in.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    r = run_cli("score", str(data), "--detectors", "nope")
+    assert r.returncode == 2 and "unknown detectors" in r.stderr
+
+
+def test_demo_prints_verdicts_and_stores_an_alert(tmp_path):
+    db = tmp_path / "alerts.sqlite"
+    r = run_cli("demo", "--sqlite", str(db), "--metrics-port", "0", "--max-new-tokens", "8", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "harmful_request" in r.stdout and "FLAGGED" in r.stdout and "latent" in r.stdout
+    assert "latentwatch_flagged_generations_total" in r.stdout
+    alerts = SQLiteSink(db).read_all()
+    assert alerts and all(a.detector == "harmful_request" for a in alerts)
+    assert str(db) in r.stdout
