@@ -26,6 +26,7 @@ class Config:
     sqlite_path: str = "latentwatch-data/alerts.sqlite"
     detector_specs: list[str] = field(default_factory=list)  # YAML files; empty: the bundled ones
     detectors: list[str] = field(default_factory=list)  # names to enable; empty: all
+    saes: list[str] = field(default_factory=list)  # extra SAEs to encode for reconstruction health only
     session_ttl_s: float = 300.0
     max_sessions: int = 10_000
     max_tokens_per_request: int = 65_536

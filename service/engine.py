@@ -52,9 +52,12 @@ class Engine:
         sink: FanOut | None = None,
         metrics: Metrics | None = None,
         limits: Limits | None = None,
+        extra_saes: list[LoadedSAE] | None = None,
     ):
         self.detectors = detectors
-        self.saes: dict[str, LoadedSAE] = {d.sae.sae_id: d.sae for d in detectors}
+        # SAEs no detector reads are still encoded, for the reconstruction-health metric.
+        self.saes: dict[str, LoadedSAE] = {s.sae_id: s for s in extra_saes or []}
+        self.saes.update({d.sae.sae_id: d.sae for d in detectors})
         self.by_hook: dict[str, list[LoadedSAE]] = {}
         for sae in self.saes.values():
             self.by_hook.setdefault(sae.hook_name, []).append(sae)
@@ -72,9 +75,11 @@ class Engine:
         spec_paths: list[Path] | None = None,
         only: list[str] | None = None,
         sae_dirs: list[Path] | None = None,
+        extra_saes: list[str] | None = None,
         **kwargs,
     ) -> Engine:
-        """Load detector specs (default: the bundled ones) and their SAEs."""
+        """Load detector specs (default: the bundled ones), their SAEs, and any
+        ``extra_saes`` (references as in a spec) to encode for health only."""
         paths = spec_paths if spec_paths is not None else bundled_spec_paths()
         specs = [DetectorSpec.from_yaml(p) for p in paths]
         if only:
@@ -88,7 +93,10 @@ class Engine:
             if spec.sae not in saes:
                 saes[spec.sae] = load_sae(spec.sae, [spec.path.parent, *(sae_dirs or []), SAES_DIR])
             detectors.append(build(spec, saes[spec.sae]))
-        return cls(detectors, **kwargs)
+        for ref in extra_saes or []:
+            if ref not in saes:
+                saes[ref] = load_sae(ref, [*(sae_dirs or []), SAES_DIR])
+        return cls(detectors, extra_saes=list(saes.values()), **kwargs)
 
     @property
     def hook_names(self) -> list[str]:

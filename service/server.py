@@ -184,6 +184,7 @@ def build_engine(cfg: Config, metrics: Metrics) -> tuple[Engine, FanOut, Broadca
     engine = Engine.from_specs(
         spec_paths=cfg.spec_paths(),
         only=cfg.detectors or None,
+        extra_saes=cfg.saes,
         sink=fan,
         metrics=metrics,
         limits=Limits(cfg.session_ttl_s, cfg.max_sessions, cfg.max_tokens_per_request),

@@ -68,6 +68,7 @@ def train_sae(spec: SAETrainSpec, transcripts: list[list[dict]], out_dir: Path) 
         n_batches_in_buffer=32,  # sae-lens buffer = this x context tokens; must exceed a batch
         lr=spec.lr,
         lr_warm_up_steps=20,
+        dead_feature_window=50,  # steps; the default (1000) exceeds short runs, so dead latents were never revived
         n_batches_for_norm_estimate=20,
         logger=LoggingConfig(log_to_wandb=False),
         output_path=None,
@@ -87,8 +88,7 @@ def train_sae(spec: SAETrainSpec, transcripts: list[list[dict]], out_dir: Path) 
     seconds = time.time() - start
     out_dir.mkdir(parents=True, exist_ok=True)
     sae.save_model(str(out_dir))
-    mean = _activation_mean(lm, rows[:64], spec.hook_name)
-    save_file({"mean": mean.contiguous()}, str(out_dir / STATS_FILE))
+    finalize_sae(lm, out_dir, transcripts, rows)
     summary = {
         "model": spec.model,
         "hook_name": spec.hook_name,
@@ -105,13 +105,34 @@ def train_sae(spec: SAETrainSpec, transcripts: list[list[dict]], out_dir: Path) 
 
 
 @torch.no_grad()
-def _activation_mean(lm, rows: list[list[int]], hook_name: str) -> torch.Tensor:
-    """Mean residual activation over non-sink positions of a few corpus rows."""
-    module = lm.model.get_submodule(hook_name)
+def finalize_sae(lm, out_dir: Path, transcripts: list[list[dict]], rows: list[list[int]], chunk: int = 16) -> None:
+    """Write what the monitor needs beside the sae-lens files.
+
+    ``mean``: the activation mean (the FVU denominator's centre). ``fvu_limit``:
+    1.5x the 99th percentile of per-chunk FVU on training rows; a chunk above
+    it is far outside what the SAE was trained to explain, so its request is
+    marked low-confidence. Then latent labels from top-activating contexts.
+    """
+    from latentwatch.labels import label_latents
+    from latentwatch.saes import fraction_variance_unexplained, load_sae_dir
+
+    loaded = load_sae_dir(out_dir)
+    module = lm.model.get_submodule(loaded.hook_name)
     acc: list[torch.Tensor] = []
     handle = module.register_forward_hook(lambda m, i, o: acc.append((o[0] if isinstance(o, tuple) else o)[:, 1:]))
     try:
-        lm.model(torch.tensor(rows))
+        for b in range(0, min(len(rows), 64), 8):
+            lm.model(torch.tensor(rows[b : b + 8]))
     finally:
         handle.remove()
-    return acc[0].reshape(-1, acc[0].shape[-1]).mean(0).float()
+    acts = torch.cat(acc).float()
+    mean = acts.reshape(-1, acts.shape[-1]).mean(0)
+    fvus = []
+    for seq in acts:
+        for i in range(0, seq.shape[0] - chunk + 1, chunk):
+            x = seq[i : i + chunk]
+            fvus.append(fraction_variance_unexplained(x, loaded.sae.decode(loaded.sae.encode(x)), mean))
+    limit = 1.5 * float(torch.quantile(torch.tensor(fvus), 0.99))
+    save_file({"mean": mean.contiguous(), "fvu_limit": torch.tensor(limit)}, str(out_dir / STATS_FILE))
+    loaded.mean = mean
+    label_latents(lm, loaded, transcripts, out_dir)

@@ -1,0 +1,49 @@
+"""Configuration layering, the committed stubs, and the wire tensor codec."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from latentwatch import protogen
+from latentwatch.config import Config
+from latentwatch.errors import MonitorError
+from latentwatch.tensors import from_wire, to_wire
+
+
+def test_config_file_then_env_then_flags(tmp_path):
+    f = tmp_path / "lw.yaml"
+    f.write_text("listen: unix:///tmp/lw.sock\nredis_stream: from-file\nsession_ttl_s: 10\n")
+    env = {"LATENTWATCH_REDIS_STREAM": "from-env", "LATENTWATCH_METRICS_PORT": "none", "LATENTWATCH_DETECTORS": "a,b"}
+    cfg = Config.load(str(f), env=env, redis_url="redis://x")
+    assert cfg.listen == "unix:///tmp/lw.sock" and cfg.session_ttl_s == 10
+    assert cfg.redis_stream == "from-env" and cfg.metrics_port is None and cfg.detectors == ["a", "b"]
+    assert cfg.redis_url == "redis://x"
+
+
+def test_config_rejects_unknown_settings(tmp_path):
+    f = tmp_path / "lw.yaml"
+    f.write_text("lisen: 1.2.3.4:5\n")
+    with pytest.raises(ValueError, match="unknown settings"):
+        Config.load(str(f), env={})
+
+
+def test_default_binds_to_loopback():
+    assert Config().listen.startswith("127.0.0.1:") and Config().metrics_host == "127.0.0.1"
+
+
+def test_committed_stubs_match_proto():
+    assert protogen.main(["--check"]) == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_wire_round_trip(dtype):
+    x = torch.randn(5, 7).to(dtype)
+    assert torch.equal(from_wire(to_wire(x), 7), x.float())
+
+
+def test_wire_rejects_nan():
+    x = torch.zeros(2, 3)
+    x[0, 1] = float("nan")
+    with pytest.raises(MonitorError, match="NaN"):
+        from_wire(to_wire(x), 3)
