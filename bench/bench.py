@@ -25,13 +25,12 @@ from pathlib import Path
 
 import grpc
 import torch
-
 from latentwatch.capture import GrpcMonitorClient, HFCapture
 from latentwatch.chat import tokenize_chat
+from latentwatch.detectors import SAES_DIR
 from latentwatch.features import residual_rows
 from latentwatch.models import load_model
 from latentwatch.saes import load_sae
-from latentwatch.detectors import SAES_DIR
 from latentwatch.tensors import to_wire
 from latentwatch.v1 import monitor_pb2 as pb
 from latentwatch.v1 import monitor_pb2_grpc as pb_grpc

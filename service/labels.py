@@ -14,11 +14,10 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
-
 from latentwatch.corpus import pack_tokens
 from latentwatch.models import LoadedModel
 from latentwatch.saes import LABELS_FILE, LoadedSAE
+from tqdm import tqdm
 
 CONTEXTS_FILE = "top_contexts.json"
 TOP_N = 12

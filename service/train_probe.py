@@ -23,13 +23,15 @@ import torch
 from latentwatch.chat import tokenize_chat
 from latentwatch.corpus import authored_prompts
 from latentwatch.detectors.base import DetectorSpec
-from latentwatch.devdata import refusal_instructions
+from latentwatch.devdata import refusal_instructions, split_of
 from latentwatch.features import residual_rows
 from latentwatch.models import LoadedModel
 from latentwatch.saes import LoadedSAE
 from latentwatch.v1 import monitor_pb2 as pb
 from safetensors.torch import save_file
 from tqdm import tqdm
+
+HARD_NEGATIVE_WEIGHT = 5.0
 
 
 @torch.no_grad()
@@ -73,12 +75,12 @@ class SparseProbe:
         )
 
 
-def _logistic(X, y, l1: float, l2: float, steps: int, lr: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class-balanced logistic regression by proximal gradient (ISTA) for the L1 term."""
+def _logistic(X, y, weight, l1: float, l2: float, steps: int, lr: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class-balanced, weighted logistic regression by proximal gradient (ISTA) for the L1 term."""
     w = torch.zeros(X.shape[1])
     b = torch.zeros(())
-    pos_w = (y == 0).sum() / max(int((y == 1).sum()), 1)
-    sample_w = torch.where(y == 1, pos_w, torch.ones(()))
+    pos_share = weight[y == 1].sum() / weight.sum()
+    sample_w = weight * torch.where(y == 1, 0.5 / pos_share, 0.5 / (1 - pos_share))
     for _ in range(steps):
         w.requires_grad_(True)
         b.requires_grad_(True)
@@ -92,13 +94,16 @@ def _logistic(X, y, l1: float, l2: float, steps: int, lr: float = 0.05) -> tuple
     return w.detach(), b.detach()
 
 
-def fit_sparse_probe(X: torch.Tensor, y: torch.Tensor, l1: float = 0.02, max_latents: int = 48) -> SparseProbe:
+def fit_sparse_probe(
+    X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None, l1: float = 0.02, max_latents: int = 48
+) -> SparseProbe:
+    weight = torch.ones_like(y) if weight is None else weight
     mean, scale = X.mean(0), X.std(0) + 1e-3
     Z = (X - mean) / scale
-    w, _ = _logistic(Z, y, l1=l1, l2=0.0, steps=600)
+    w, _ = _logistic(Z, y, weight, l1=l1, l2=0.0, steps=600)
     keep = torch.argsort(w.abs(), descending=True)[: min(max_latents, int((w != 0).sum()))]
     keep = keep[w[keep] != 0]
-    w2, b2 = _logistic(Z[:, keep], y, l1=0.0, l2=1e-3, steps=600)
+    w2, b2 = _logistic(Z[:, keep], y, weight, l1=0.0, l2=1e-3, steps=600)
     return SparseProbe(indices=keep, weights=w2, bias=float(b2), mean=mean[keep], scale=scale[keep])
 
 
@@ -120,17 +125,23 @@ def train_harmful_request(lm: LoadedModel, sae: LoadedSAE, spec_path: Path, seed
     """Fit, calibrate and evaluate; write the probe and update the spec's threshold."""
     rng = random.Random(seed)
     spec = DetectorSpec.from_yaml(spec_path)
-    authored = authored_prompts()
+    # Half the authored look-alikes ("kill a Python process") train the probe as
+    # hard negatives (weighted up); the other half only measure it.
+    held = [a for a in authored_prompts() if a["kind"] == "lookalike" and split_of(a["text"], 2) == "test"]
+    authored = [a for a in authored_prompts() if a not in held]
+    lookalike_test = [a["text"] for a in held]
     harm_tr, benign_tr = refusal_instructions("train")
     harm_te, benign_te = refusal_instructions("test")
     rng.shuffle(benign_tr)
-    calib = benign_tr[:300]
-    benign_fit = benign_tr[300:900]
+    calib = benign_tr[:500]
+    benign_fit = benign_tr[500:1300]
     fit_texts = [a["text"] for a in authored] + harm_tr + benign_fit
     fit_y = torch.tensor([float(a["label"]) for a in authored] + [1.0] * len(harm_tr) + [0.0] * len(benign_fit))
+    weight = torch.tensor([HARD_NEGATIVE_WEIGHT if a["kind"] == "lookalike" else 1.0 for a in authored]
+                          + [1.0] * (len(harm_tr) + len(benign_fit)))
 
     X, R = user_features(lm, sae, fit_texts)
-    probe = fit_sparse_probe(X, fit_y)
+    probe = fit_sparse_probe(X, fit_y, weight)
     probe_path = spec.artifact(spec.params["probe"])
     probe.save(probe_path)
 
@@ -159,8 +170,8 @@ def train_harmful_request(lm: LoadedModel, sae: LoadedSAE, spec_path: Path, seed
             probe_fpr_at_threshold=round(tpr_at(sb, threshold), 4),
             raw_direction_auroc=round(auroc(Rh @ direction, Rb @ direction), 4),
         )
-    lookalike = [a["text"] for a in authored if a["kind"] == "lookalike"]
-    Xl, _ = user_features(lm, sae, lookalike)
-    report["authored_lookalike_flag_rate_in_sample"] = round(tpr_at(probe.scores(Xl), threshold), 4)
+    Xl, _ = user_features(lm, sae, lookalike_test)
+    report["held_out_lookalikes"] = len(lookalike_test)
+    report["held_out_lookalike_flag_rate"] = round(tpr_at(probe.scores(Xl), threshold), 4)
     print(json.dumps(report, indent=2))
     return report

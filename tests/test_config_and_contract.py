@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from latentwatch import protogen
 from latentwatch.config import Config
 from latentwatch.errors import MonitorError
