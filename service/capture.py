@@ -122,10 +122,12 @@ class GrpcMonitorClient:
         on_verdict: Callable[[Verdict], None] | None = None,
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
+        max_rows_per_chunk: int = 64,
     ):
         self.target = target
         self.model_id = model_id
         self.max_buffer = max_buffer
+        self.max_rows_per_chunk = max_rows_per_chunk
         self.on_verdict = on_verdict
         self.dropped = 0  # chunks dropped since creation
         self.errors: list[pb.StreamError] = []
@@ -160,6 +162,10 @@ class GrpcMonitorClient:
 
     def wait_final(self, request_id: str, timeout: float = 30.0) -> list[Verdict] | None:
         return self._finals.wait(request_id, timeout)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
@@ -196,6 +202,7 @@ class GrpcMonitorClient:
                 item, droppable = self._buf.popleft()
                 if droppable:
                     self._chunks_buffered -= 1
+                    item = self._coalesce(item)
                 drops, self._unreported_drops = self._unreported_drops, 0
                 self._cv.notify_all()
             if droppable:
@@ -213,6 +220,30 @@ class GrpcMonitorClient:
                 with self._cv:
                     self._unreported_drops += drops
             yield item
+
+    def _coalesce(self, item):
+        """Merge buffered rows continuing ``item`` (same request and hook,
+        adjacent positions) into one chunk; called with the lock held. While
+        the sidecar keeps up this finds nothing; when it lags, per-token
+        decode rows travel as one message instead of many."""
+        request_id, hook_name, start, rows = item
+        parts = [rows]
+        end = start + rows.shape[0]
+        skipped: list = []
+        # Scan up to the next control message (never move rows past a RequestEnd).
+        budget = 4 * self.max_rows_per_chunk  # bound the scan: O(1) per message, not O(buffer)
+        while self._buf and self._buf[0][1] and end - start < self.max_rows_per_chunk and budget > 0:
+            budget -= 1
+            entry = self._buf.popleft()
+            nxt = entry[0]
+            if nxt[0] == request_id and nxt[1] == hook_name and nxt[2] == end:
+                self._chunks_buffered -= 1
+                parts.append(nxt[3])
+                end += nxt[3].shape[0]
+            else:
+                skipped.append(entry)
+        self._buf.extendleft(reversed(skipped))
+        return (request_id, hook_name, start, parts[0] if len(parts) == 1 else torch.cat(parts))
 
     def _run(self) -> None:
         delay = self._backoff[0]

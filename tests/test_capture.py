@@ -70,3 +70,47 @@ def test_client_never_blocks_and_counts_drops_when_sidecar_is_absent():
         assert client.dropped == 42
     finally:
         client.close(flush_timeout=0.1)
+
+
+def test_local_monitor_flags_a_harmful_generation_in_process(lm):
+    from latentwatch.capture import LocalMonitor
+    from latentwatch.engine import Engine
+
+    from .conftest import BENIGN, HARMFUL
+
+    monitor = LocalMonitor(Engine.from_specs(), lm.model_id)
+    cap = HFCapture(lm.model, monitor.engine.hook_names, monitor)
+    results = {}
+    try:
+        for rid, prompt in (("harm", HARMFUL), ("ok", BENIGN)):
+            ct = tokenize_chat(lm.tokenizer, [{"role": "user", "content": prompt}])
+            spans = ct.spans + [Span(pb.SPAN_ROLE_RESPONSE, ct.prompt_length, 0)]
+            with cap.request(rid, spans), torch.no_grad():
+                lm.model.generate(torch.tensor([ct.input_ids]), max_new_tokens=4, do_sample=False,
+                                  pad_token_id=lm.tokenizer.pad_token_id)
+            results[rid] = {v.detector: v for v in monitor.wait_final(rid, timeout=1)}
+    finally:
+        cap.remove()
+    assert results["harm"]["harmful_request"].flagged
+    assert not results["ok"]["harmful_request"].flagged
+
+
+def test_sender_coalesces_adjacent_rows_when_the_sidecar_lags():
+    client = GrpcMonitorClient(f"127.0.0.1:{free_port()}", "m", max_buffer=64, max_rows_per_chunk=4)
+    try:
+        with client._cv:  # hold the lock so nothing is sent while we queue
+            for pos in range(6):
+                for hook in ("a", "b"):
+                    client._buf.append((("r", hook, pos, torch.full((1, 2), float(pos))), True))
+                    client._chunks_buffered += 1
+            first = client._buf.popleft()[0]
+            client._chunks_buffered -= 1
+            merged = client._coalesce(first)
+            remaining = [e[0][:3] for e in client._buf]
+        assert merged[:3] == ("r", "a", 0) and merged[3][:, 0].tolist() == [0, 1, 2, 3]
+        # rows of the other hook stay queued in order, and a's rows 4-5 wait for the next message
+        b = [("r", "b", i) for i in range(4)]
+        assert remaining[:6] == [*b, ("r", "a", 4), ("r", "b", 4)]
+        assert client._chunks_buffered == len(client._buf)
+    finally:
+        client.close(flush_timeout=0.1)
