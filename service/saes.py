@@ -40,8 +40,26 @@ class LoadedSAE:
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, float]:
         """Return latents [n, d_sae] and the chunk's fraction of variance unexplained."""
         feats = self.sae.encode(x)
-        recon = self.sae.decode(feats)
-        return feats, fraction_variance_unexplained(x, recon, self.mean)
+        return feats, fraction_variance_unexplained(x, self.reconstruct(feats), self.mean)
+
+    @torch.no_grad()
+    def reconstruct(self, feats: torch.Tensor) -> torch.Tensor:
+        """``sae.decode`` computed over the active latents only.
+
+        Latents are sparse (L0 ~ 32 of thousands), so a sparse product costs a
+        small fraction of the dense decode. SAEs whose decode does more than
+        ``feats @ W_dec + b_dec`` (activation normalisation, decoder-norm
+        rescaling, reshaping) go through ``sae.decode`` itself.
+        """
+        cfg = self.sae.cfg
+        plain = (
+            cfg.normalize_activations == "none"
+            and getattr(cfg, "reshape_activations", "none") == "none"
+            and not getattr(cfg, "rescale_acts_by_decoder_norm", False)
+        )
+        if not plain:
+            return self.sae.decode(feats)
+        return torch.sparse.mm(feats.to_sparse(), self.sae.W_dec) + self.sae.b_dec
 
     def label(self, index: int) -> str:
         return self.labels.get(index, "")
@@ -79,6 +97,13 @@ def load_sae_pretrained(release: str, sae_id: str) -> LoadedSAE:
 
 def _wrap(sae, sae_id: str, path: Path | None) -> LoadedSAE:
     sae.eval()
+    if getattr(sae.cfg, "rescale_acts_by_decoder_norm", False):
+        # TopK SAEs trained with decoder-norm rescaling recompute the norms on
+        # every encode. Folding them into the encoder (sae-lens's own
+        # fold_W_dec_norm) gives unit-norm decoder rows, so the rescale becomes
+        # a no-op and can be switched off: same latents, same reconstruction.
+        sae.fold_W_dec_norm()
+        sae.cfg.rescale_acts_by_decoder_norm = False
     loaded = LoadedSAE(
         sae_id=sae_id,
         sae=sae,

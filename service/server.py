@@ -38,6 +38,7 @@ def _spans(start: pb.RequestStart) -> list[Span]:
 
 
 class MonitorServicer(pb_grpc.MonitorServicer):
+    BATCH = 32  # most queued messages handled per hop to the scoring thread
     def __init__(self, engine: Engine, broadcaster: Broadcaster, queue_size: int = 256):
         self.engine = engine
         self.metrics = engine.metrics
@@ -56,6 +57,9 @@ class MonitorServicer(pb_grpc.MonitorServicer):
         if c.token_ids and len(c.token_ids) != acts.shape[0]:
             raise MonitorError(f"{len(c.token_ids)} token_ids for {acts.shape[0]} rows")
         return acts
+
+    def handle_many(self, batch: list[tuple[pb.ClientMessage, float]]) -> list[pb.ServerMessage]:
+        return [out for msg, received in batch for out in self.handle(msg, received)]
 
     def handle(self, msg: pb.ClientMessage, received: float) -> list[pb.ServerMessage]:
         kind = msg.WhichOneof("kind")
@@ -104,8 +108,18 @@ class MonitorServicer(pb_grpc.MonitorServicer):
         self.metrics.active_streams.inc()
         task = asyncio.create_task(reader())
         try:
-            while (item := await queue.get()) is not None:
-                for out in await loop.run_in_executor(self.pool, self.handle, *item):
+            ended = False
+            while not ended:
+                # Take everything already queued (bounded) in one hop to the
+                # scoring thread: a thread hop per message costs as much as a
+                # small chunk's SAE encode.
+                batch = [await queue.get()]
+                while len(batch) < self.BATCH and not queue.empty():
+                    batch.append(queue.get_nowait())
+                if batch[-1] is None:
+                    ended = True
+                    batch.pop()
+                for out in await loop.run_in_executor(self.pool, self.handle_many, batch):
                     yield out
         finally:
             task.cancel()
