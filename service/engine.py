@@ -22,7 +22,7 @@ from latentwatch.detectors.base import Detector, DetectorSpec, Span, TokenRows, 
 from latentwatch.errors import MonitorError, invalid
 from latentwatch.metrics import Metrics
 from latentwatch.records import AlertRecord, Verdict
-from latentwatch.saes import LoadedSAE, load_sae
+from latentwatch.saes import MIN_TOKENS_FOR_CONFIDENCE, LoadedSAE, fvu, load_sae
 from latentwatch.v1 import monitor_pb2 as pb
 
 
@@ -42,6 +42,8 @@ class _Session:
     last_seen: float
     flagged: set[str] = field(default_factory=set)
     low_confidence: bool = False
+    # per SAE: [squared error, squared deviation, tokens] accumulated over the request
+    recon: dict[str, list[float]] = field(default_factory=dict)
     last_score: dict[str, Any] = field(default_factory=dict)
 
 
@@ -150,11 +152,9 @@ class Engine:
             self.metrics.tokens.inc(acts.shape[0])
             out: list[Verdict] = []
             for sae in self.by_hook[hook_name]:
-                latents, fvu = sae.encode(acts)
-                self.metrics.fvu.labels(sae.sae_id).observe(fvu)
-                if fvu > sae.fvu_limit and not session.low_confidence:
-                    session.low_confidence = True
-                    self.metrics.low_confidence.labels(sae.sae_id).inc()
+                latents, err, dev = sae.encode(acts)
+                self.metrics.fvu.labels(sae.sae_id).observe(fvu(err, dev))
+                self._track_confidence(session, sae, err, dev, acts.shape[0])
                 rows = TokenRows(positions=positions, roles=roles, latents=latents)
                 for det in self.detectors:
                     if det.sae is sae:
@@ -195,6 +195,20 @@ class Engine:
             return self._expire_locked(time.monotonic())
 
     # -- internals --------------------------------------------------------------
+
+    def _track_confidence(self, session: _Session, sae: LoadedSAE, err: float, dev: float, n: int) -> None:
+        """Mark the request low-confidence once its cumulative FVU exceeds the SAE's bound."""
+        acc = session.recon.setdefault(sae.sae_id, [0.0, 0.0, 0])
+        acc[0] += err
+        acc[1] += dev
+        acc[2] += n
+        if (
+            not session.low_confidence
+            and acc[2] >= MIN_TOKENS_FOR_CONFIDENCE
+            and fvu(acc[0], acc[1]) > sae.fvu_limit
+        ):
+            session.low_confidence = True
+            self.metrics.low_confidence.labels(sae.sae_id).inc()
 
     def _session(self, request_id: str) -> _Session:
         session = self._sessions.get(request_id)

@@ -18,9 +18,12 @@ from safetensors.torch import load_file
 
 STATS_FILE = "latentwatch_stats.safetensors"
 LABELS_FILE = "labels.json"
-# A chunk whose fraction of variance unexplained exceeds this marks its
-# request low-confidence unless the SAE directory states its own bound.
+# A request whose fraction of variance unexplained (over its first
+# MIN_TOKENS_FOR_CONFIDENCE tokens or more) exceeds this is marked
+# low-confidence, unless the SAE directory states its own bound.
 DEFAULT_FVU_LIMIT = 0.5
+# fvu_limit is calibrated on 16-token chunks; fewer tokens give too noisy an FVU.
+MIN_TOKENS_FOR_CONFIDENCE = 16
 
 
 @dataclass
@@ -37,10 +40,12 @@ class LoadedSAE:
     labels: dict[int, str] = field(default_factory=dict)
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """Return latents [n, d_sae] and the chunk's fraction of variance unexplained."""
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, float, float]:
+        """Return latents [n, d_sae] and the chunk's squared reconstruction error
+        and squared deviation from the activation mean (FVU = error / deviation)."""
         feats = self.sae.encode(x)
-        return feats, fraction_variance_unexplained(x, self.reconstruct(feats), self.mean)
+        err, dev = reconstruction_error(x, self.reconstruct(feats), self.mean)
+        return feats, err, dev
 
     @torch.no_grad()
     def reconstruct(self, feats: torch.Tensor) -> torch.Tensor:
@@ -65,15 +70,19 @@ class LoadedSAE:
         return self.labels.get(index, "")
 
 
-def fraction_variance_unexplained(x: torch.Tensor, recon: torch.Tensor, mean: torch.Tensor | None) -> float:
-    """||x - recon||^2 / ||x - mean||^2 over a chunk.
+def reconstruction_error(x: torch.Tensor, recon: torch.Tensor, mean: torch.Tensor | None) -> tuple[float, float]:
+    """(||x - recon||^2, ||x - mean||^2) over a chunk; their ratio is the
+    fraction of variance unexplained (FVU).
 
     The mean is the training-corpus activation mean, not the chunk's own, so
     a one-token chunk still gets a meaningful value.
     """
     centre = mean if mean is not None else x.mean(0)
-    denom = (x - centre).pow(2).sum().item()
-    return float((x - recon).pow(2).sum().item() / max(denom, 1e-12))
+    return float((x - recon).pow(2).sum()), float((x - centre).pow(2).sum())
+
+
+def fvu(err: float, dev: float) -> float:
+    return err / max(dev, 1e-12)
 
 
 def load_sae_dir(path: str | Path, sae_id: str | None = None) -> LoadedSAE:

@@ -114,7 +114,7 @@ def finalize_sae(lm, out_dir: Path, transcripts: list[list[dict]], rows: list[li
     marked low-confidence. Then latent labels from top-activating contexts.
     """
     from latentwatch.labels import label_latents
-    from latentwatch.saes import fraction_variance_unexplained, load_sae_dir
+    from latentwatch.saes import fvu, load_sae_dir, reconstruction_error
 
     loaded = load_sae_dir(out_dir)
     module = lm.model.get_submodule(loaded.hook_name)
@@ -131,7 +131,7 @@ def finalize_sae(lm, out_dir: Path, transcripts: list[list[dict]], rows: list[li
     for seq in acts:
         for i in range(0, seq.shape[0] - chunk + 1, chunk):
             x = seq[i : i + chunk]
-            fvus.append(fraction_variance_unexplained(x, loaded.sae.decode(loaded.sae.encode(x)), mean))
+            fvus.append(fvu(*reconstruction_error(x, loaded.sae.decode(loaded.sae.encode(x)), mean)))
     limit = 1.5 * float(torch.quantile(torch.tensor(fvus), 0.99))
     save_file({"mean": mean.contiguous(), "fvu_limit": torch.tensor(limit)}, str(out_dir / STATS_FILE))
     loaded.mean = mean

@@ -114,3 +114,27 @@ def test_sender_coalesces_adjacent_rows_when_the_sidecar_lags():
         assert client._chunks_buffered == len(client._buf)
     finally:
         client.close(flush_timeout=0.1)
+
+
+def test_low_confidence_marks_activations_the_sae_cannot_explain(lm):
+    """The health signal: ordinary text stays confident; the same rows under a
+    fixed random rotation (same norms, but not the basis the SAE learned, as
+    after a weight swap under the monitor) are marked low-confidence."""
+    from latentwatch.capture import LocalMonitor
+    from latentwatch.engine import Engine
+
+    from .conftest import BENIGN, transcript
+
+    monitor = LocalMonitor(Engine.from_specs(), lm.model_id)
+    spans, rows = transcript(lm, BENIGN, ["model.layers.12"])
+    x = rows["model.layers.12"]
+    q, _ = torch.linalg.qr(torch.randn(x.shape[1], x.shape[1], generator=torch.Generator().manual_seed(0)))
+    verdicts = {}
+    for rid, acts in (("normal", x), ("rotated", x @ q)):
+        monitor.start_request(rid, spans)
+        for i in range(acts.shape[0]):  # one row per chunk, as during decoding
+            monitor.send_chunk(rid, "model.layers.12", i, acts[i : i + 1])
+        monitor.end_request(rid)
+        verdicts[rid] = monitor.wait_final(rid, 1)[0]
+    assert not verdicts["normal"].low_confidence
+    assert verdicts["rotated"].low_confidence

@@ -74,6 +74,7 @@ def test_demo_prints_verdicts_and_stores_an_alert(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "harmful_request" in r.stdout and "FLAGGED" in r.stdout and "latent" in r.stdout
     assert "latentwatch_flagged_generations_total" in r.stdout
+    assert "low confidence" not in r.stdout  # ordinary prompts are inside the SAE's training distribution
     alerts = SQLiteSink(db).read_all()
     assert alerts and all(a.detector == "harmful_request" for a in alerts)
     assert str(db) in r.stdout
