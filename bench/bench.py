@@ -10,7 +10,7 @@
 The sidecar runs as its own process pinned to one core and generation to the
 other, as they would sit on separate cores in production; on a 2-core box
 sharing cores would measure CPU contention, not capture overhead.
-Run: python bench/bench.py [--new-tokens 64] [--repeats 3]
+Run: python bench/bench.py [--new-tokens 64] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def generation_rate(lm, ids, new_tokens: int, capture: HFCapture | None, spans) 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--new-tokens", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--port", type=int, default=50077)
     args = ap.parse_args()
 
