@@ -130,7 +130,8 @@ class GrpcMonitorClient:
         self.max_rows_per_chunk = max_rows_per_chunk
         self.on_verdict = on_verdict
         self.dropped = 0  # chunks dropped since creation
-        self.errors: list[pb.StreamError] = []
+        self.rejected = 0  # messages the sidecar refused since creation
+        self.errors: deque[pb.StreamError] = deque(maxlen=256)  # the most recent refusals
         self._unreported_drops = 0
         self._buf: deque[tuple[pb.ClientMessage, bool]] = deque()
         self._chunks_buffered = 0
@@ -280,8 +281,11 @@ class GrpcMonitorClient:
         elif kind == "done":
             self._finals.done(msg.done.request_id)
         elif kind == "error":
+            # After a reconnect, chunks of requests whose start was lost are
+            # refused one by one: count them, keep a few, never flood the log.
+            self.rejected += 1
             self.errors.append(msg.error)
-            log.warning("sidecar rejected a message: %s", msg.error.message)
+            log.debug("sidecar rejected a message: %s", msg.error.message)
 
 
 Monitor = LocalMonitor | GrpcMonitorClient
