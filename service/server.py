@@ -177,13 +177,16 @@ class Sidecar:
     address: str
     metrics_port: int | None
     _metrics_http: object | None = None
+    _expiry: asyncio.Task | None = None
 
     async def stop(self, grace: float = 1.0) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
         await self.server.stop(grace)
         self.servicer.pool.shutdown(wait=False)
         if self._metrics_http is not None:
-            server, thread = self._metrics_http
-            server.shutdown()
+            http_server, _thread = self._metrics_http
+            http_server.shutdown()
         self.sinks.close()
 
 
@@ -230,14 +233,16 @@ async def start_sidecar(cfg: Config) -> Sidecar:
         host = cfg.metrics_host
         metrics_http = start_http_server(cfg.metrics_port, addr=host, registry=metrics.registry)
         metrics_port = metrics_http[0].server_port
-    asyncio.get_running_loop().create_task(_expire_loop(engine, cfg.session_ttl_s))
-    return Sidecar(server, servicer, engine, fan, address, metrics_port, metrics_http)
+    expiry = asyncio.get_running_loop().create_task(_expire_loop(servicer, cfg.session_ttl_s))
+    return Sidecar(server, servicer, engine, fan, address, metrics_port, metrics_http, expiry)
 
 
-async def _expire_loop(engine: Engine, ttl: float) -> None:
+async def _expire_loop(servicer: MonitorServicer, ttl: float) -> None:
+    """Drop idle requests' state; on the scoring thread, so the loop never waits on the engine lock."""
+    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(max(1.0, ttl / 4))
-        engine.expire()
+        await loop.run_in_executor(servicer.pool, servicer.engine.expire)
 
 
 class SidecarThread:

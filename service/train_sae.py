@@ -19,9 +19,8 @@ from pathlib import Path
 import torch
 from latentwatch.corpus import pack_tokens
 from latentwatch.models import load_model
+from latentwatch.saes import STATS_FILE
 from safetensors.torch import save_file
-
-STATS_FILE = "latentwatch_stats.safetensors"
 
 
 @dataclass
