@@ -113,6 +113,28 @@ def cmd_train_probe(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from latentwatch.inspect_latents import explain
+
+    print(explain(args.sae, args.latent))
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from latentwatch.detectors import SAES_DIR
+    from latentwatch.inspect_latents import render_html, render_table, token_latents
+    from latentwatch.models import load_model
+    from latentwatch.saes import load_sae
+
+    sae = load_sae(args.sae, [SAES_DIR])
+    rows = token_latents(load_model(args.model), sae, args.text, top=args.top)
+    print(render_table(sae, rows))
+    if args.html:
+        Path(args.html).write_text(render_html(sae, args.text, rows))
+        print(f"wrote {args.html}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from latentwatch.models import BUNDLED_MODEL
 
@@ -162,6 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--out", required=True)
     sp.set_defaults(fn=cmd_train_sae)
+
+    sp = sub.add_parser("explain", help="show a latent's label and top-activating contexts")
+    sp.add_argument("latent", type=int)
+    sp.add_argument("--sae", default="smollm2-135m-instruct-l12")
+    sp.set_defaults(fn=cmd_explain)
+
+    sp = sub.add_parser("inspect", help="show which latents fire on which tokens of a text")
+    sp.add_argument("text")
+    sp.add_argument("--sae", default="smollm2-135m-instruct-l12")
+    sp.add_argument("--model", default=BUNDLED_MODEL)
+    sp.add_argument("--top", type=int, default=3)
+    sp.add_argument("--html", help="also write a self-contained HTML page here")
+    sp.set_defaults(fn=cmd_inspect)
 
     sp = sub.add_parser("train-probe", help="fit, calibrate and evaluate a detector's probe")
     sp.add_argument("detector")

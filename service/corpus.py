@@ -42,6 +42,25 @@ def corpus_prompts(max_dev_harmless: int = 600, seed: int = 0) -> list[str]:
     return prompts
 
 
+def shippable_transcripts(transcripts: list[list[dict]]) -> list[list[dict]]:
+    """Transcripts whose text may be stored in the project (latent contexts).
+
+    The dev sets' text must never be copied into the project, so a transcript
+    whose user turn is not one of the project's authored prompts keeps only
+    the model's own answer.
+    """
+    authored = {p["text"] for p in authored_prompts()}
+    out = []
+    for messages in transcripts:
+        if all(m["content"] in authored for m in messages if m["role"] == "user"):
+            out.append(messages)
+        else:
+            answer = [m for m in messages if m["role"] == "assistant" and m["content"]]
+            if answer:
+                out.append(answer)
+    return out
+
+
 @torch.no_grad()
 def generate_responses(
     lm: LoadedModel, prompts: list[str], max_new_tokens: int = 48, batch_size: int = 16

@@ -41,3 +41,10 @@ def refusal_instructions(split: str) -> tuple[list[str], list[str]]:
         rows = json.loads((root / "refusal" / name).read_text())
         out.append([r["instruction"] for r in rows if split_of(r["instruction"]) == split])
     return out[0], out[1]
+
+
+def dev_text() -> str:
+    """All dev-set prompt text joined, to keep echoes of it out of shipped files."""
+    harmful, harmless = refusal_instructions("train")
+    test_h, test_b = refusal_instructions("test")
+    return "\n".join(harmful + harmless + test_h + test_b)

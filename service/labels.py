@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from latentwatch.corpus import pack_tokens
+from latentwatch.devdata import dev_text
 from latentwatch.models import LoadedModel
 from latentwatch.saes import LABELS_FILE, LoadedSAE
 from tqdm import tqdm
@@ -55,6 +56,7 @@ def label_latents(
         handle.remove()
 
     tok = lm.tokenizer
+    forbidden = dev_text()  # answers may echo a dev prompt; never store such a window
     freq = Counter(flat_ids)
     total = len(flat_ids)
     labels: dict[int, str] = {}
@@ -69,11 +71,17 @@ def label_latents(
         ranked = sorted(firing, key=lambda t: firing[t] / n - freq[t] / total, reverse=True)
         words = [tok.decode([t]).strip() or repr(tok.decode([t])) for t in ranked[:3]]
         labels[j] = " / ".join(dict.fromkeys(words))
-        contexts[j] = [
+        windows = [
             [round(float(v), 2), tok.decode(flat_ids[max(0, p - WINDOW) : p]), tok.decode([flat_ids[p]])]
-            for v, p in zip(top_vals[j][live].tolist()[:5], positions[:5], strict=True)
+            for v, p in zip(top_vals[j][live].tolist(), positions, strict=True)
         ]
+        contexts[j] = [w for w in windows if not _echoes(w[1] + w[2], forbidden)][:5]
     (out_dir / LABELS_FILE).write_text(json.dumps({str(k): v for k, v in labels.items()}, indent=0) + "\n")
     (out_dir / CONTEXTS_FILE).write_text(json.dumps({str(k): v for k, v in contexts.items()}) + "\n")
     sae.labels = labels
     return labels
+
+
+def _echoes(window: str, forbidden: str, min_chars: int = 20) -> bool:
+    w = window.strip()
+    return len(w) >= min_chars and w in forbidden

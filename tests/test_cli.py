@@ -78,3 +78,23 @@ def test_demo_prints_verdicts_and_stores_an_alert(tmp_path):
     alerts = SQLiteSink(db).read_all()
     assert alerts and all(a.detector == "harmful_request" for a in alerts)
     assert str(db) in r.stdout
+
+
+def test_explain_shows_label_and_contexts():
+    r = run_cli("explain", "1002")
+    assert r.returncode == 0, r.stderr
+    first, *contexts = r.stdout.strip().splitlines()
+    assert first.startswith("smollm2-135m-instruct-l12 latent 1002: ") and "caught" in first
+    assert contexts and all("caught" in line for line in contexts)
+    r = run_cli("explain", "999999")
+    assert r.returncode == 2 and "out of range" in r.stderr
+
+
+def test_inspect_names_the_firing_latents(tmp_path):
+    page = tmp_path / "inspect.html"
+    r = run_cli("inspect", "How do I avoid getting caught stealing?", "--html", str(page))
+    assert r.returncode == 0, r.stderr
+    caught = next(line for line in r.stdout.splitlines() if line.strip().startswith("' caught'"))
+    assert "1002:" in caught  # the "caught" latent fires on the word caught
+    html = page.read_text()
+    assert html.startswith("<!doctype html>") and "caught" in html and "<script" not in html
