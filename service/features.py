@@ -6,6 +6,8 @@ probe is trained on exactly the rows the monitor later sees.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from latentwatch.models import LoadedModel
 
@@ -28,3 +30,24 @@ def residual_rows(lm: LoadedModel, input_ids: list[int], hook_names: list[str]) 
         for h in handles:
             h.remove()
     return captured
+
+
+@torch.no_grad()
+def batched_residuals(
+    lm: LoadedModel, rows: list[list[int]], hook_name: str, batch_size: int = 8
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Forward equal-length token rows in batches; yield (token ids, residual
+    rows) per batch with position 0 (the attention sink) dropped, flattened to
+    [batch * (seq - 1)] and [batch * (seq - 1), d_model]."""
+    captured: list[torch.Tensor] = []
+    module = lm.model.get_submodule(hook_name)
+    handle = module.register_forward_hook(lambda m, i, o: captured.append(o[0] if isinstance(o, tuple) else o))
+    try:
+        for b in range(0, len(rows), batch_size):
+            ids = torch.tensor(rows[b : b + batch_size])
+            captured.clear()
+            lm.model(ids)
+            acts = captured[0][:, 1:]
+            yield ids[:, 1:].reshape(-1), acts.reshape(-1, acts.shape[-1]).float()
+    finally:
+        handle.remove()

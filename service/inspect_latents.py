@@ -20,8 +20,8 @@ def explain(sae_ref: str, index: int) -> str:
     if not 0 <= index < sae.d_sae:
         raise ValueError(f"latent {index} is out of range: {sae.sae_id} has {sae.d_sae} latents")
     lines = [f"{sae.sae_id} latent {index}: {sae.label(index) or '(no label: never fired on the labelling corpus)'}"]
-    path = SAES_DIR / sae_ref / CONTEXTS_FILE
-    contexts = json.loads(path.read_text()).get(str(index), []) if path.exists() else []
+    path = sae.path / CONTEXTS_FILE if sae.path is not None else None
+    contexts = json.loads(path.read_text()).get(str(index), []) if path and path.exists() else []
     for act, before, token in contexts:
         lines.append(f"  {act:7.2f}  ...{before!r} [{token!r}]")
     return "\n".join(lines)

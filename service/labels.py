@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from latentwatch.corpus import pack_tokens
 from latentwatch.devdata import dev_text
+from latentwatch.features import batched_residuals
 from latentwatch.models import LoadedModel
 from latentwatch.saes import LABELS_FILE, LoadedSAE
 from tqdm import tqdm
@@ -30,30 +31,20 @@ def label_latents(
     lm: LoadedModel, sae: LoadedSAE, transcripts: list[list[dict]], out_dir: Path, max_tokens: int = 60_000
 ) -> dict[int, str]:
     rows = pack_tokens(lm.tokenizer, transcripts, 128)[: max(1, max_tokens // 128)]
-    module = lm.model.get_submodule(sae.hook_name)
     top_vals = torch.full((sae.d_sae, TOP_N), -1.0)
     top_pos = torch.zeros((sae.d_sae, TOP_N), dtype=torch.long)
     flat_ids: list[int] = []
-    captured: list[torch.Tensor] = []
-    handle = module.register_forward_hook(lambda m, i, o: captured.append(o[0] if isinstance(o, tuple) else o))
-    try:
-        for b in tqdm(range(0, len(rows), 8), desc="labelling", unit="batch"):
-            batch = torch.tensor(rows[b : b + 8])
-            captured.clear()
-            lm.model(batch)
-            acts = captured[0][:, 1:].reshape(-1, sae.d_in)  # skip the sink position
-            z = sae.sae.encode(acts)
-            base = len(flat_ids)
-            ids = batch[:, 1:].reshape(-1)
-            flat_ids.extend(ids.tolist())
-            pos = torch.arange(base, base + ids.shape[0])
-            vals, idx = torch.topk(z.T, k=min(TOP_N, z.shape[0]), dim=1)
-            merged_v = torch.cat([top_vals, vals], 1)
-            merged_p = torch.cat([top_pos, pos[idx]], 1)
-            keep = torch.topk(merged_v, TOP_N, dim=1).indices
-            top_vals, top_pos = merged_v.gather(1, keep), merged_p.gather(1, keep)
-    finally:
-        handle.remove()
+    batches = batched_residuals(lm, rows, sae.hook_name)
+    for ids, acts in tqdm(batches, total=-(-len(rows) // 8), desc="labelling", unit="batch"):
+        z = sae.sae.encode(acts)
+        base = len(flat_ids)
+        flat_ids.extend(ids.tolist())
+        pos = torch.arange(base, base + ids.shape[0])
+        vals, idx = torch.topk(z.T, k=min(TOP_N, z.shape[0]), dim=1)
+        merged_v = torch.cat([top_vals, vals], 1)
+        merged_p = torch.cat([top_pos, pos[idx]], 1)
+        keep = torch.topk(merged_v, TOP_N, dim=1).indices
+        top_vals, top_pos = merged_v.gather(1, keep), merged_p.gather(1, keep)
 
     tok = lm.tokenizer
     forbidden = dev_text()  # answers may echo a dev prompt; never store such a window

@@ -38,6 +38,7 @@ class LoadedSAE:
     mean: torch.Tensor | None = None
     fvu_limit: float = DEFAULT_FVU_LIMIT
     labels: dict[int, str] = field(default_factory=dict)
+    path: Path | None = None  # the sae-lens directory, when loaded from disk
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, float, float]:
@@ -119,6 +120,7 @@ def _wrap(sae, sae_id: str, path: Path | None) -> LoadedSAE:
         hook_name=sae.cfg.metadata.hook_name,
         d_in=sae.cfg.d_in,
         d_sae=sae.cfg.d_sae,
+        path=path,
     )
     if path is not None and (path / STATS_FILE).exists():
         stats = load_file(str(path / STATS_FILE))

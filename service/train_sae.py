@@ -114,26 +114,20 @@ def finalize_sae(lm, out_dir: Path, transcripts: list[list[dict]], rows: list[li
     drawn only from text the project may store (no dev-set text).
     """
     from latentwatch.corpus import shippable_transcripts
+    from latentwatch.features import batched_residuals
     from latentwatch.labels import label_latents
-    from latentwatch.saes import fvu, load_sae_dir, reconstruction_error
+    from latentwatch.saes import fvu, load_sae_dir
 
     loaded = load_sae_dir(out_dir)
-    module = lm.model.get_submodule(loaded.hook_name)
-    acc: list[torch.Tensor] = []
-    handle = module.register_forward_hook(lambda m, i, o: acc.append((o[0] if isinstance(o, tuple) else o)[:, 1:]))
-    try:
-        for b in range(0, min(len(rows), 64), 8):
-            lm.model(torch.tensor(rows[b : b + 8]))
-    finally:
-        handle.remove()
-    acts = torch.cat(acc).float()
-    mean = acts.reshape(-1, acts.shape[-1]).mean(0)
+    seq_len = len(rows[0]) - 1  # per row, the sink dropped
+    batches = batched_residuals(lm, rows[:64], loaded.hook_name)
+    acts = torch.cat([a.reshape(-1, seq_len, a.shape[-1]) for _, a in batches])
+    loaded.mean = acts.reshape(-1, acts.shape[-1]).mean(0)
     fvus = []
     for seq in acts:
         for i in range(0, seq.shape[0] - chunk + 1, chunk):
-            x = seq[i : i + chunk]
-            fvus.append(fvu(*reconstruction_error(x, loaded.sae.decode(loaded.sae.encode(x)), mean)))
+            _, err, dev = loaded.encode(seq[i : i + chunk])
+            fvus.append(fvu(err, dev))
     limit = 1.5 * float(torch.quantile(torch.tensor(fvus), 0.99))
-    save_file({"mean": mean.contiguous(), "fvu_limit": torch.tensor(limit)}, str(out_dir / STATS_FILE))
-    loaded.mean = mean
+    save_file({"mean": loaded.mean.contiguous(), "fvu_limit": torch.tensor(limit)}, str(out_dir / STATS_FILE))
     label_latents(lm, loaded, shippable_transcripts(transcripts), out_dir)
