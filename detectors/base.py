@@ -5,13 +5,17 @@ A detector *kind* is a small module in ``detectors/kinds/`` that subclasses
 is a YAML spec in ``detectors/specs/`` naming its kind, SAE, threshold and
 kind-specific parameters. Adding a kind: write one module, import it in
 ``detectors/kinds/__init__.py``.
+
+A detector may read other detectors of the same request (``requires``): the
+engine runs those first and hands it an ``Upstream`` view of each. Such a
+composite detector may have no SAE of its own (``sae: null``).
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,13 +39,15 @@ class DetectorSpec:
 
     name: str
     kind: str
-    sae: str
+    sae: str | None
     threshold: float
     path: Path
     description: str = ""
     target_fpr: float = 0.01
     params: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] | None = None
+    baselines: list[str] = field(default_factory=list)  # measured beside it by `latentwatch eval`
+    alert: bool = True  # False: a signal other detectors read; its flags raise no alerts
 
     def artifact(self, name: str) -> Path:
         """Resolve a file named in the spec relative to the spec's folder."""
@@ -54,7 +60,7 @@ class DetectorSpec:
         missing = {"name", "kind", "sae", "threshold"} - set(raw)
         if missing:
             raise ValueError(f"{path}: detector spec lacks {sorted(missing)}")
-        known = {"name", "kind", "sae", "threshold", "description", "target_fpr", "params", "calibration"}
+        known = {f.name for f in fields(cls)} - {"path"}
         unknown = set(raw) - known
         if unknown:
             raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
@@ -72,6 +78,10 @@ class DetectorSpec:
         }
         if self.calibration:
             data["calibration"] = self.calibration
+        if self.baselines:
+            data["baselines"] = self.baselines
+        if not self.alert:
+            data["alert"] = False
         return yaml.safe_dump(data, sort_keys=False)
 
 
@@ -88,7 +98,16 @@ class TokenRows:
 
     positions: torch.Tensor  # [n] token positions
     roles: torch.Tensor  # [n] SpanRole values
-    latents: torch.Tensor  # [n, d_sae]
+    latents: torch.Tensor | None  # [n, d_sae]; None for detectors without an SAE
+
+
+@dataclass
+class AttentionRows:
+    """Lookback ratios of one chunk, columns in the detector's ``heads`` order."""
+
+    positions: torch.Tensor  # [n]
+    roles: torch.Tensor  # [n]
+    lookback: torch.Tensor  # [n, len(heads)]
 
 
 @dataclass
@@ -98,6 +117,7 @@ class Evidence:
     activation: float
     contribution: float
     label: str
+    missing: bool = False  # expected and not seen (absence rules)
 
 
 @dataclass
@@ -106,6 +126,18 @@ class Score:
     token_start: int
     token_end: int
     evidence: list[Evidence] = field(default_factory=list)
+    explanation: str = ""
+
+
+@dataclass
+class Upstream:
+    """What a composite detector sees of a detector it requires, on the same request."""
+
+    name: str
+    threshold: float
+    score: Score | None  # the latest score, None while undecided
+    fired: bool  # flagged at some point of this request
+    signature: list[Evidence]  # the latents that detector looks for (for "missing" evidence)
 
 
 class Detector(ABC):
@@ -114,7 +146,7 @@ class Detector(ABC):
 
     kind: ClassVar[str]
 
-    def __init__(self, spec: DetectorSpec, sae: LoadedSAE):
+    def __init__(self, spec: DetectorSpec, sae: LoadedSAE | None):
         self.spec = spec
         self.sae = sae
 
@@ -122,16 +154,37 @@ class Detector(ABC):
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def requires(self) -> list[str]:
+        """Names of the detectors whose results this one reads."""
+        return []
+
+    @property
+    def heads(self) -> list[str]:
+        """Attention heads ("L14H3") whose lookback ratios this detector reads."""
+        return []
+
+    def observe_attention(self, state: Any, rows: AttentionRows, upstream: dict[str, Upstream]) -> None:
+        """Fold one chunk of lookback ratios (columns in ``self.heads`` order) into the state.
+        Detectors without heads never receive any, so the default ignores them."""
+        return None
+
+    def signature(self) -> list[Evidence]:
+        """The latents this detector looks for, strongest first (activation 0);
+        a composite rule names them as missing when this detector stays silent."""
+        return []
+
     @abstractmethod
     def new_state(self, spans: list[Span]) -> Any:
         """Fresh per-request state."""
 
     @abstractmethod
-    def observe(self, state: Any, rows: TokenRows) -> None:
-        """Fold one chunk's latents into the state."""
+    def observe(self, state: Any, rows: TokenRows, upstream: dict[str, Upstream]) -> None:
+        """Fold one chunk into the state. ``rows.latents`` is None for a
+        detector without an SAE; ``upstream`` holds the required detectors."""
 
     @abstractmethod
-    def score(self, state: Any, final: bool) -> Score | None:
+    def score(self, state: Any, final: bool, upstream: dict[str, Upstream]) -> Score | None:
         """Current score, or None while there is nothing to judge yet."""
 
 
@@ -152,7 +205,7 @@ def kinds() -> dict[str, type[Detector]]:
     return dict(_REGISTRY)
 
 
-def build(spec: DetectorSpec, sae: LoadedSAE) -> Detector:
+def build(spec: DetectorSpec, sae: LoadedSAE | None) -> Detector:
     registry = kinds()
     if spec.kind not in registry:
         raise ValueError(f"detector {spec.name!r}: unknown kind {spec.kind!r}; known: {sorted(registry)}")

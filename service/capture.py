@@ -21,11 +21,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import grpc
 import torch
 from latentwatch.detectors.base import Span
 from latentwatch.engine import Engine
+from latentwatch.lookback import LookbackTracker, parse_heads
 from latentwatch.records import Verdict
 from latentwatch.tensors import to_wire
 from latentwatch.v1 import monitor_pb2 as pb
@@ -59,21 +61,35 @@ class _Finals:
             return self._verdicts.pop(request_id, [])
 
 
-def _verdict_from_pb(v: pb.Verdict) -> Verdict:
-    from latentwatch.detectors.base import Evidence
+class _Rows(NamedTuple):
+    """Buffered rows of one request: activations of a hook, or lookback ratios of heads."""
 
-    return Verdict(
-        request_id=v.request_id,
-        detector=v.detector,
-        score=v.score,
-        threshold=v.threshold,
-        flagged=v.flagged,
-        token_start=v.token_start,
-        token_end=v.token_end,
-        final=v.final,
-        low_confidence=v.low_confidence,
-        evidence=[Evidence(e.sae_id, e.index, e.activation, e.contribution, e.label) for e in v.evidence],
-    )
+    request_id: str
+    hook_name: str  # "" for lookback ratios
+    start: int
+    rows: torch.Tensor
+    heads: tuple[str, ...] | None = None  # set for lookback ratios
+
+    def to_message(self, drops: int) -> pb.ClientMessage:
+        if self.heads is not None:
+            return pb.ClientMessage(
+                attention=pb.AttentionChunk(
+                    request_id=self.request_id,
+                    start_position=self.start,
+                    heads=list(self.heads),
+                    lookback=to_wire(self.rows),
+                    dropped_since_last=drops,
+                )
+            )
+        return pb.ClientMessage(
+            chunk=pb.ActivationChunk(
+                request_id=self.request_id,
+                hook_name=self.hook_name,
+                start_position=self.start,
+                activations=to_wire(self.rows),
+                dropped_since_last=drops,
+            )
+        )
 
 
 class LocalMonitor:
@@ -94,6 +110,11 @@ class LocalMonitor:
 
     def send_chunk(self, request_id: str, hook_name: str, start_position: int, rows: torch.Tensor) -> None:
         for v in self.engine.add_chunk(request_id, hook_name, start_position, rows.float()):
+            if self.on_verdict:
+                self.on_verdict(v)
+
+    def send_attention(self, request_id: str, start_position: int, heads: list[str], lookback: torch.Tensor) -> None:
+        for v in self.engine.add_attention(request_id, start_position, heads, lookback.float()):
             if self.on_verdict:
                 self.on_verdict(v)
 
@@ -156,7 +177,10 @@ class GrpcMonitorClient:
 
     def send_chunk(self, request_id: str, hook_name: str, start_position: int, rows: torch.Tensor) -> None:
         # Serialisation happens on the sender thread; the caller only enqueues.
-        self._put((request_id, hook_name, start_position, rows), droppable=True)
+        self._put(_Rows(request_id, hook_name, start_position, rows), droppable=True)
+
+    def send_attention(self, request_id: str, start_position: int, heads: list[str], lookback: torch.Tensor) -> None:
+        self._put(_Rows(request_id, "", start_position, lookback, tuple(heads)), droppable=True)
 
     def end_request(self, request_id: str) -> None:
         self._put(pb.ClientMessage(end=pb.RequestEnd(request_id=request_id)), droppable=False)
@@ -207,16 +231,7 @@ class GrpcMonitorClient:
                 drops, self._unreported_drops = self._unreported_drops, 0
                 self._cv.notify_all()
             if droppable:
-                request_id, hook_name, start_position, rows = item
-                item = pb.ClientMessage(
-                    chunk=pb.ActivationChunk(
-                        request_id=request_id,
-                        hook_name=hook_name,
-                        start_position=start_position,
-                        activations=to_wire(rows),
-                        dropped_since_last=drops,
-                    )
-                )
+                item = item.to_message(drops)
             elif drops:
                 with self._cv:
                     self._unreported_drops += drops
@@ -227,9 +242,9 @@ class GrpcMonitorClient:
         adjacent positions) into one chunk; called with the lock held. While
         the sidecar keeps up this finds nothing; when it lags, per-token
         decode rows travel as one message instead of many."""
-        request_id, hook_name, start, rows = item
-        parts = [rows]
-        end = start + rows.shape[0]
+        parts = [item.rows]
+        start = item.start
+        end = start + item.rows.shape[0]
         skipped: list = []
         # Scan up to the next control message (never move rows past a RequestEnd).
         budget = 4 * self.max_rows_per_chunk  # bound the scan: O(1) per message, not O(buffer)
@@ -237,14 +252,15 @@ class GrpcMonitorClient:
             budget -= 1
             entry = self._buf.popleft()
             nxt = entry[0]
-            if nxt[0] == request_id and nxt[1] == hook_name and nxt[2] == end:
+            same_stream = (nxt.request_id, nxt.hook_name, nxt.heads) == (item.request_id, item.hook_name, item.heads)
+            if same_stream and nxt.start == end:
                 self._chunks_buffered -= 1
-                parts.append(nxt[3])
-                end += nxt[3].shape[0]
+                parts.append(nxt.rows)
+                end += nxt.rows.shape[0]
             else:
                 skipped.append(entry)
         self._buf.extendleft(reversed(skipped))
-        return (request_id, hook_name, start, parts[0] if len(parts) == 1 else torch.cat(parts))
+        return item._replace(rows=parts[0] if len(parts) == 1 else torch.cat(parts))
 
     def _run(self) -> None:
         delay = self._backoff[0]
@@ -273,7 +289,7 @@ class GrpcMonitorClient:
     def _handle(self, msg: pb.ServerMessage) -> None:
         kind = msg.WhichOneof("kind")
         if kind == "verdict":
-            v = _verdict_from_pb(msg.verdict)
+            v = Verdict.from_pb(msg.verdict)
             if v.final:
                 self._finals.add(v)
             if self.on_verdict:
@@ -292,19 +308,23 @@ Monitor = LocalMonitor | GrpcMonitorClient
 
 
 class HFCapture:
-    """Forward hooks on an HF causal LM's decoder layers.
+    """Forward hooks on an HF causal LM's decoder layers (and, for chosen
+    attention heads, their lookback ratios).
 
     One request is captured at a time (batch size 1 per forward): wrap a
     ``generate`` or forward call in ``with capture.request(id, spans):``.
-    Batched serving is the vLLM integration's job.
+    Batched serving is the vLLM integration's job. Lookback ratios are
+    computed only for requests that carry a CONTEXT span.
     """
 
-    def __init__(self, model: torch.nn.Module, hook_names: list[str], monitor: Monitor):
+    def __init__(self, model: torch.nn.Module, hook_names: list[str], monitor: Monitor, heads: list[str] = ()):
         self.monitor = monitor
         self.hook_names = hook_names
+        self.heads = [str(h) for h in parse_heads(list(heads))]
         self._active: str | None = None
         self._positions: dict[str, int] = {}
         self._handles = [model.get_submodule(name).register_forward_hook(self._hook(name)) for name in hook_names]
+        self._lookback = LookbackTracker(model, parse_heads(self.heads), emit=self._emit_lookback) if heads else None
 
     def _hook(self, name: str):
         def fn(module, args, output) -> None:
@@ -320,6 +340,10 @@ class HFCapture:
 
         return fn
 
+    def _emit_lookback(self, start: int, ratios: torch.Tensor) -> None:
+        if self._active is not None:
+            self.monitor.send_attention(self._active, start, self.heads, ratios)
+
     @contextlib.contextmanager
     def request(self, request_id: str, spans: list[Span]):
         if self._active is not None:
@@ -327,13 +351,22 @@ class HFCapture:
         self.monitor.start_request(request_id, spans)
         self._active = request_id
         self._positions = dict.fromkeys(self.hook_names, 0)
+        context = [s for s in spans if s.role == pb.SPAN_ROLE_CONTEXT]
+        response = [s for s in spans if s.role == pb.SPAN_ROLE_RESPONSE]
+        if self._lookback is not None and context:
+            start = response[0].start if response else max(s.end for s in spans)
+            self._lookback.begin((context[0].start, context[-1].end), start)
         try:
             yield self
         finally:
             self._active = None
+            if self._lookback is not None:
+                self._lookback.end()
             self.monitor.end_request(request_id)
 
     def remove(self) -> None:
         for h in self._handles:
             h.remove()
         self._handles = []
+        if self._lookback is not None:
+            self._lookback.remove()

@@ -81,35 +81,113 @@ def cmd_detectors(args) -> int:
     return 0
 
 
-def cmd_train_sae(args) -> int:
-    from latentwatch.corpus import corpus_prompts, generate_responses, read_jsonl, write_jsonl
+def cmd_build_corpus(args) -> int:
+    from latentwatch.corpus import build_corpus
     from latentwatch.models import load_model
+
+    n_train, n_heldout = build_corpus(load_model(args.model), Path(args.out), args.response_tokens, args.seed)
+    print(f"wrote {n_train} training transcripts to {args.out} and {n_heldout} held-out ones beside it")
+    return 0
+
+
+def cmd_train_sae(args) -> int:
+    from latentwatch.corpus import heldout_path, read_jsonl
     from latentwatch.train_sae import SAETrainSpec, train_sae
 
     corpus = Path(args.corpus)
     if not corpus.exists():
-        lm = load_model(args.model)
-        write_jsonl(corpus, generate_responses(lm, corpus_prompts(args.dev_harmless), args.response_tokens))
+        raise FileNotFoundError(f"no corpus at {corpus}; write one with `latentwatch build-corpus --out {corpus}`")
     spec = SAETrainSpec(
-        model=args.model, hook_name=args.hook, d_sae=args.width, k=args.k, training_tokens=args.tokens, seed=args.seed
+        model=args.model,
+        hook_name=args.hook,
+        architecture=args.architecture,
+        d_sae=args.width,
+        k=args.k,
+        l0_coefficient=args.l0_coefficient,
+        training_tokens=args.tokens,
+        lr=args.lr,
+        seed=args.seed,
+        dtype=args.dtype,
     )
-    print(json.dumps(train_sae(spec, read_jsonl(corpus), Path(args.out)), indent=2))
+    held = heldout_path(corpus)
+    heldout = read_jsonl(held) if held.exists() else None
+    card = train_sae(spec, corpus, Path(args.out), heldout=heldout, progress=not args.quiet)
+    print(json.dumps(card, indent=2))
     return 0
 
 
 def cmd_train_probe(args) -> int:
+    from latentwatch.corpus import read_jsonl
     from latentwatch.detectors import SAES_DIR, SPECS_DIR
     from latentwatch.detectors.base import DetectorSpec
     from latentwatch.models import load_model
     from latentwatch.saes import load_sae
-    from latentwatch.train_probe import train_harmful_request
+    from latentwatch.train_probe import train_harmful_request, train_refusal
 
-    spec_path = SPECS_DIR / f"{args.detector}.yaml"
-    if args.detector != "harmful_request":
-        print("latentwatch train-probe: only harmful_request has a training recipe so far", file=sys.stderr)
+    recipes = ("harmful_request", "refusal", "context_attending")
+    if args.detector not in recipes:
+        print(f"latentwatch train-probe: training recipes exist for {', '.join(recipes)}", file=sys.stderr)
         return EXIT_USAGE
+    spec_path = SPECS_DIR / f"{args.detector}.yaml"
     spec = DetectorSpec.from_yaml(spec_path)
-    train_harmful_request(load_model(args.model), load_sae(spec.sae, [SAES_DIR]), spec_path)
+    lm, sae = load_model(args.model), load_sae(spec.sae, [SAES_DIR])
+    if args.detector == "harmful_request":
+        train_harmful_request(lm, sae, spec_path)
+    elif args.detector == "refusal":
+        if not args.corpus:
+            raise ValueError("refusal needs --corpus (the model's own answers, from `latentwatch build-corpus`)")
+        train_refusal(lm, sae, spec_path, read_jsonl(Path(args.corpus)))
+    else:
+        from latentwatch.score import read_records
+        from latentwatch.train_rag import train_context_attending
+
+        if not args.data:
+            raise ValueError("context_attending needs --data (rag_train.jsonl from `latentwatch make-eval-sets`)")
+        train = [rec for _, rec in read_records(Path(args.data))]
+        train_context_attending(lm, sae, spec_path, SPECS_DIR / "rag_ignored.yaml", train)
+    return 0
+
+
+def _engine_for(args, name: str):
+    """An in-process engine with the named detector (and what it requires)."""
+    from latentwatch.engine import Engine
+
+    engine = Engine.from_specs(_config(args).spec_paths(), only=[name])
+    spec = next(d.spec for d in engine.detectors if d.name == name)
+    return engine, spec
+
+
+def cmd_make_eval_sets(args) -> int:
+    from latentwatch.eval_sets import build_eval_sets
+    from latentwatch.models import load_model
+
+    lm = load_model(args.model)
+    counts = build_eval_sets(lm, Path(args.corpus), Path(args.out)) if not args.rag_only else {}
+    if not args.no_rag:
+        from latentwatch.train_rag import build_rag_sets
+
+        counts |= build_rag_sets(lm, Path(args.out))
+    for name, n in counts.items():
+        print(f"{n:6d} {Path(args.out) / name}")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from latentwatch.evaluate import calibrate
+    from latentwatch.models import load_model
+
+    engine, spec = _engine_for(args, args.detector)
+    print(json.dumps(calibrate(engine, load_model(args.model), spec, Path(args.data), args.fpr), indent=2))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from latentwatch.evaluate import evaluate
+    from latentwatch.models import load_model
+
+    engine, spec = _engine_for(args, args.detector)
+    roc = Path(args.roc) if args.roc else Path(args.data).with_suffix(f".{spec.name}.roc.png")
+    print(json.dumps(evaluate(engine, load_model(args.model), spec, Path(args.data), roc), indent=2))
     return 0
 
 
@@ -172,16 +250,26 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp, server=False)
     sp.set_defaults(fn=cmd_detectors)
 
+    sp = sub.add_parser("build-corpus", help="write the SAE training corpus (prompts + the model's answers)")
+    sp.add_argument("--model", default=BUNDLED_MODEL)
+    sp.add_argument("--response-tokens", type=int, default=48)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--out", required=True)
+    sp.set_defaults(fn=cmd_build_corpus)
+
     sp = sub.add_parser("train-sae", help="train an SAE with sae-lens on a chat corpus")
     sp.add_argument("--model", default=BUNDLED_MODEL)
     sp.add_argument("--hook", default="model.layers.12")
-    sp.add_argument("--corpus", required=True, help="JSONL of {messages}; built from prompts if missing")
-    sp.add_argument("--dev-harmless", type=int, default=350, help="dev harmless prompts in a built corpus")
-    sp.add_argument("--response-tokens", type=int, default=40)
-    sp.add_argument("--width", type=int, default=2048)
-    sp.add_argument("--k", type=int, default=32)
-    sp.add_argument("--tokens", type=int, default=250_000)
+    sp.add_argument("--corpus", required=True, help="JSONL of {messages} from `latentwatch build-corpus`")
+    sp.add_argument("--architecture", default="topk", help="topk, batchtopk or jumprelu")
+    sp.add_argument("--width", type=int, default=4096)
+    sp.add_argument("--k", type=int, default=48, help="topk/batchtopk: active latents per token")
+    sp.add_argument("--l0-coefficient", type=float, default=5.0, help="jumprelu: L0 penalty weight")
+    sp.add_argument("--tokens", type=int, default=1_000_000)
+    sp.add_argument("--lr", type=float, default=4e-4)
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--dtype", default="float16", help="storage dtype of the weights: float16 or float32")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
     sp.add_argument("--out", required=True)
     sp.set_defaults(fn=cmd_train_sae)
 
@@ -198,10 +286,36 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--html", help="also write a self-contained HTML page here")
     sp.set_defaults(fn=cmd_inspect)
 
-    sp = sub.add_parser("train-probe", help="fit, calibrate and evaluate a detector's probe")
-    sp.add_argument("detector")
+    sp = sub.add_parser("train-probe", help="fit and calibrate a detector's probe")
+    sp.add_argument("detector", help="harmful_request or refusal")
     sp.add_argument("--model", default=BUNDLED_MODEL)
+    sp.add_argument("--corpus", help="refusal: the corpus of the model's own answers")
+    sp.add_argument("--data", help="context_attending: labelled RAG answers (rag_train.jsonl)")
     sp.set_defaults(fn=cmd_train_probe)
+
+    sp = sub.add_parser("make-eval-sets", help="write labelled calibration and test files from held-out data")
+    sp.add_argument("--corpus", required=True, help="the SAE corpus (its train-split answers calibrate refusal)")
+    sp.add_argument("--model", default=BUNDLED_MODEL)
+    sp.add_argument("--out", required=True, help="folder for the JSONL files (they hold dev text: keep local)")
+    sp.add_argument("--no-rag", action="store_true", help="skip the RAG sets (their answers take minutes)")
+    sp.add_argument("--rag-only", action="store_true", help="only the RAG sets")
+    sp.set_defaults(fn=cmd_make_eval_sets)
+
+    sp = sub.add_parser("calibrate", help="set a detector's threshold from benign data at a target FPR")
+    common(sp, server=False)
+    sp.add_argument("detector")
+    sp.add_argument("--data", required=True, help="JSONL records (score format); label-0 rows are used")
+    sp.add_argument("--fpr", type=float, help="target false-positive rate (default: the spec's, 0.01)")
+    sp.add_argument("--model", default=BUNDLED_MODEL)
+    sp.set_defaults(fn=cmd_calibrate)
+
+    sp = sub.add_parser("eval", help="AUROC, TPR at 1%%/5%% FPR and F1 of a detector and its baselines")
+    common(sp, server=False)
+    sp.add_argument("detector")
+    sp.add_argument("--data", required=True, help="JSONL records (score format) with `label` 1/0")
+    sp.add_argument("--roc", help="ROC plot PNG (default: beside the data file)")
+    sp.add_argument("--model", default=BUNDLED_MODEL)
+    sp.set_defaults(fn=cmd_eval)
     return p
 
 

@@ -3,7 +3,7 @@
 The monitor sees chat-formatted traffic, so the SAE must be trained on that
 distribution: prompts in the model's chat template followed by the model's
 own greedy responses. Prompts are the project's authored set plus the dev
-sets' train split when present.
+sets' train split when present. ``latentwatch build-corpus`` writes it.
 """
 
 from __future__ import annotations
@@ -14,31 +14,73 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from latentwatch.devdata import refusal_instructions
+from latentwatch.chat import with_context
+from latentwatch.devdata import bbq_prompt, bbq_rows, rag_rows, refusal_instructions, split_of
 from latentwatch.models import LoadedModel
 from tqdm import tqdm
 
-AUTHORED_PROMPTS = Path(__file__).resolve().parent.parent / "detectors" / "data" / "prompts.jsonl"
+DATA_DIR = Path(__file__).resolve().parent.parent / "detectors" / "data"
+AUTHORED_PROMPTS = DATA_DIR / "prompts.jsonl"
+# Retrieved passages longer than this stay out of the corpus: they would
+# dominate it (and its generation time) with a few very long rows.
+MAX_CONTEXT_CHARS = 1500
+# Authored held-out prompts with the bundled model's answers: the fixed slice
+# the tests measure shipped SAEs on.
+HELDOUT_SLICE = DATA_DIR / "heldout_chat.jsonl"
 
 
 def authored_prompts() -> list[dict]:
-    """The project's own prompts: ``text``, ``label`` (1 harmful), ``kind``."""
+    """The project's own prompts: ``text``, ``label`` (1 harmful), ``kind``,
+    and for ``rag`` rows ``context`` and ``answer``."""
     return [json.loads(line) for line in AUTHORED_PROMPTS.read_text().splitlines() if line.strip()]
+
+
+def user_turn(text: str, context: str | None = None) -> list[dict]:
+    """A one-turn prompt transcript, retrieved context folded in as the monitor sees it."""
+    return with_context([{"role": "user", "content": text}], context)[0]
 
 
 def prompt_only_transcripts(exclude: set[str]) -> list[list[dict]]:
     """Dev train-split prompts without answers: cheap extra user-turn text."""
     harmful, harmless = refusal_instructions("train")
-    return [[{"role": "user", "content": p}] for p in harmful + harmless if p not in exclude]
+    return [user_turn(p) for p in harmful + harmless if p not in exclude]
 
 
-def corpus_prompts(max_dev_harmless: int = 600, seed: int = 0) -> list[str]:
-    """Authored prompts plus a sample of the dev train split."""
-    harmful, harmless = refusal_instructions("train")
+def corpus_prompts(
+    max_dev_harmless: int = 350, max_dev_rag: int = 200, max_dev_bbq: int = 150, seed: int = 0
+) -> list[list[dict]]:
+    """Prompt transcripts for the SAE corpus, all from ``train`` splits.
+
+    The authored set (benign, harmful, look-alike, retrieval with passages,
+    demographic topics) plus samples of the dev sets' train splits: harmful
+    and harmless instructions, retrieval questions with their passages, BBQ
+    items. Held-out (``test``) rows of every source are left for measurement.
+    """
     rng = random.Random(seed)
-    harmless = rng.sample(harmless, min(max_dev_harmless, len(harmless)))
-    prompts = [p["text"] for p in authored_prompts()] + harmful + harmless
+    harmful, harmless = refusal_instructions("train")
+    prompts = [user_turn(a["text"], a.get("context")) for a in authored_prompts() if split_of(a["text"]) == "train"]
+    prompts += [user_turn(p) for p in harmful + rng.sample(harmless, min(max_dev_harmless, len(harmless)))]
+    rag = [r for r in rag_rows("train") if len(r["context"]) <= MAX_CONTEXT_CHARS]
+    prompts += [user_turn(r["question"], r["context"]) for r in rng.sample(rag, min(max_dev_rag, len(rag)))]
+    bbq = bbq_rows("train")
+    prompts += [user_turn(bbq_prompt(r)) for r in rng.sample(bbq, min(max_dev_bbq, len(bbq)))]
     rng.shuffle(prompts)
+    return prompts
+
+
+def heldout_prompts(per_source: int = 60, seed: int = 0) -> list[list[dict]]:
+    """Prompt transcripts of the ``test`` split of every source: the authored
+    set (all of it) and samples of each dev set. SAE quality is measured on
+    these and the model's answers to them; no SAE trains on them."""
+    rng = random.Random(seed)
+    prompts = [user_turn(a["text"], a.get("context")) for a in authored_prompts() if split_of(a["text"]) == "test"]
+    harmful, harmless = refusal_instructions("test")
+    rag = [r for r in rag_rows("test") if len(r["context"]) <= MAX_CONTEXT_CHARS]
+    bbq = bbq_rows("test")
+    prompts += [user_turn(p) for p in rng.sample(harmful, min(per_source, len(harmful)))]
+    prompts += [user_turn(p) for p in rng.sample(harmless, min(per_source, len(harmless)))]
+    prompts += [user_turn(r["question"], r["context"]) for r in rng.sample(rag, min(per_source, len(rag)))]
+    prompts += [user_turn(bbq_prompt(r)) for r in rng.sample(bbq, min(per_source, len(bbq)))]
     return prompts
 
 
@@ -49,7 +91,7 @@ def shippable_transcripts(transcripts: list[list[dict]]) -> list[list[dict]]:
     whose user turn is not one of the project's authored prompts keeps only
     the model's own answer.
     """
-    authored = {p["text"] for p in authored_prompts()}
+    authored = {m["content"] for a in authored_prompts() for m in user_turn(a["text"], a.get("context"))}
     out = []
     for messages in transcripts:
         if all(m["content"] in authored for m in messages if m["role"] == "user"):
@@ -63,24 +105,49 @@ def shippable_transcripts(transcripts: list[list[dict]]) -> list[list[dict]]:
 
 @torch.no_grad()
 def generate_responses(
-    lm: LoadedModel, prompts: list[str], max_new_tokens: int = 48, batch_size: int = 16
+    lm: LoadedModel, prompts: list[list[dict]], max_new_tokens: int = 48, batch_size: int = 16
 ) -> list[list[dict]]:
-    """Greedy-generate a response per prompt; return chat transcripts."""
+    """Greedy-generate a response to each prompt transcript; return the transcripts with it."""
     tok = lm.tokenizer
     tok.padding_side = "left"
-    out: list[list[dict]] = []
-    for i in tqdm(range(0, len(prompts), batch_size), desc="generating", unit="batch"):
-        batch = prompts[i : i + batch_size]
-        texts = [
-            tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-            for p in batch
-        ]
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    # Batch prompts of similar length together: padding a short prompt to a
+    # long passage's length costs as much as the passage itself.
+    order = sorted(range(len(prompts)), key=lambda i: len(texts[i]))
+    replies: dict[int, str] = {}
+    for b in tqdm(range(0, len(order), batch_size), desc="generating", unit="batch"):
+        idx = order[b : b + batch_size]
+        enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
         gen = lm.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
-        for p, row in zip(batch, gen[:, enc["input_ids"].shape[1] :], strict=True):
-            reply = tok.decode(row, skip_special_tokens=True).strip()
-            out.append([{"role": "user", "content": p}, {"role": "assistant", "content": reply}])
-    return out
+        for i, row in zip(idx, gen[:, enc["input_ids"].shape[1] :], strict=True):
+            replies[i] = tok.decode(row, skip_special_tokens=True).strip()
+    return [[*p, {"role": "assistant", "content": replies[i]}] for i, p in enumerate(prompts)]
+
+
+def build_corpus(lm: LoadedModel, path: Path, response_tokens: int = 48, seed: int = 0) -> tuple[int, int]:
+    """Write the SAE training corpus to ``path`` and its held-out twin beside
+    it (``heldout_path``); return both transcript counts.
+
+    Training: every ``corpus_prompts`` prompt with the model's greedy answer,
+    then the remaining dev train-split instructions as prompt-only transcripts
+    (more user-turn text at no generation cost). Held-out: ``heldout_prompts``
+    with the model's answers; its authored part (text the project may store)
+    is also written to ``HELDOUT_SLICE`` for the tests. Deterministic for a
+    given model, dev-set folder and seed.
+    """
+    answered = generate_responses(lm, corpus_prompts(seed=seed), response_tokens)
+    asked = {m["content"] for t in answered for m in t if m["role"] == "user"}
+    transcripts = answered + prompt_only_transcripts(exclude=asked)
+    write_jsonl(path, transcripts)
+    heldout = generate_responses(lm, heldout_prompts(seed=seed), response_tokens)
+    write_jsonl(heldout_path(path), heldout)
+    authored = {m["content"] for a in authored_prompts() for m in user_turn(a["text"], a.get("context"))}
+    write_jsonl(HELDOUT_SLICE, [t for t in heldout if t[0]["content"] in authored])
+    return len(transcripts), len(heldout)
+
+
+def heldout_path(corpus: Path) -> Path:
+    return corpus.with_name(corpus.stem + ".heldout.jsonl")
 
 
 def write_jsonl(path: Path, transcripts: Iterable[list[dict]]) -> None:

@@ -45,6 +45,41 @@ def refusal_instructions(split: str) -> tuple[list[str], list[str]]:
 
 def dev_text() -> str:
     """All dev-set prompt text joined, to keep echoes of it out of shipped files."""
-    harmful, harmless = refusal_instructions("train")
-    test_h, test_b = refusal_instructions("test")
-    return "\n".join(harmful + harmless + test_h + test_b)
+    parts: list[str] = []
+    for split in ("train", "test"):
+        harmful, harmless = refusal_instructions(split)
+        parts += harmful + harmless
+        parts += [r["question"] + "\n" + r["context"] for r in rag_rows(split)]
+        parts += [r["context"] + "\n" + r["question"] for r in bbq_rows(split)]
+    return "\n".join(parts)
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def rag_rows(split: str) -> list[dict]:
+    """CoConflictQA rows (``question``, ``context``, ``answers``, ...) of one split."""
+    root = dev_data_dir()
+    if root is None or not (root / "rag").is_dir():
+        return []
+    rows = [r for f in sorted((root / "rag").glob("*.jsonl")) for r in _jsonl(f)]
+    return [r for r in rows if split_of(r["question"] + r["context"]) == split]
+
+
+def bbq_rows(split: str) -> list[dict]:
+    """BBQ rows of one split (split by context, so a context's questions stay together)."""
+    root = dev_data_dir()
+    if root is None or not (root / "bias").is_dir():
+        return []
+    rows = [r for f in sorted((root / "bias").glob("*.jsonl")) for r in _jsonl(f)]
+    return [r for r in rows if split_of(r["context"]) == split]
+
+
+def bbq_prompt(row: dict) -> str:
+    """A BBQ item as the user turn the model answers (context, question, options)."""
+    return (
+        f"{row['context']} {row['question']}\n"
+        f"A. {row['ans0']}\nB. {row['ans1']}\nC. {row['ans2']}\n"
+        "Answer with A, B or C and a short reason."
+    )

@@ -18,7 +18,7 @@ import grpc
 import torch
 from latentwatch.alerts import FanOut
 from latentwatch.detectors import SAES_DIR, bundled_spec_paths
-from latentwatch.detectors.base import Detector, DetectorSpec, Span, TokenRows, build
+from latentwatch.detectors.base import AttentionRows, Detector, DetectorSpec, Span, TokenRows, Upstream, build
 from latentwatch.errors import MonitorError, invalid
 from latentwatch.metrics import Metrics
 from latentwatch.records import AlertRecord, Verdict
@@ -56,13 +56,15 @@ class Engine:
         limits: Limits | None = None,
         extra_saes: list[LoadedSAE] | None = None,
     ):
-        self.detectors = detectors
+        self.detectors = _dependency_order(detectors)
         # SAEs no detector reads are still encoded, for the reconstruction-health metric.
         self.saes: dict[str, LoadedSAE] = {s.sae_id: s for s in extra_saes or []}
-        self.saes.update({d.sae.sae_id: d.sae for d in detectors})
+        self.saes.update({d.sae.sae_id: d.sae for d in detectors if d.sae is not None})
         self.by_hook: dict[str, list[LoadedSAE]] = {}
         for sae in self.saes.values():
             self.by_hook.setdefault(sae.hook_name, []).append(sae)
+        self._by_name = {d.name: d for d in self.detectors}
+        self._signatures = {d.name: d.signature() for d in self.detectors}
         self.sink = sink or FanOut([])
         self.metrics = metrics or Metrics()
         self.limits = limits or Limits()
@@ -88,13 +90,13 @@ class Engine:
             unknown = set(only) - {s.name for s in specs}
             if unknown:
                 raise ValueError(f"unknown detectors {sorted(unknown)}; available: {[s.name for s in specs]}")
-            specs = [s for s in specs if s.name in only]
+            specs = [s for s in specs if s.name in _with_requirements(only, specs)]
         saes: dict[str, LoadedSAE] = {}
         detectors = []
         for spec in specs:
-            if spec.sae not in saes:
+            if spec.sae is not None and spec.sae not in saes:
                 saes[spec.sae] = load_sae(spec.sae, [spec.path.parent, *(sae_dirs or []), SAES_DIR])
-            detectors.append(build(spec, saes[spec.sae]))
+            detectors.append(build(spec, saes.get(spec.sae) if spec.sae else None))
         for ref in extra_saes or []:
             if ref not in saes:
                 saes[ref] = load_sae(ref, [*(sae_dirs or []), SAES_DIR])
@@ -151,17 +153,58 @@ class Engine:
             self.metrics.chunks.inc()
             self.metrics.tokens.inc(acts.shape[0])
             out: list[Verdict] = []
+            latents = {}
             for sae in self.by_hook[hook_name]:
-                latents, err, dev = sae.encode(acts)
+                latents[sae.sae_id], err, dev = sae.encode(acts)
                 self.metrics.fvu.labels(sae.sae_id).observe(fvu(err, dev))
                 self._track_confidence(session, sae, err, dev, acts.shape[0])
-                rows = TokenRows(positions=positions, roles=roles, latents=latents)
-                for det in self.detectors:
-                    if det.sae is sae:
-                        det.observe(session.states[det.name], rows)
-                        v = self._judge(session, det, final=False)
-                        if v is not None and v.flagged:
-                            out.append(v)
+            for det in self.detectors:  # dependency order: a composite sees this chunk's upstream scores
+                if det.sae is not None and det.sae.sae_id not in latents:
+                    continue  # its layer is not in this chunk
+                lat = latents[det.sae.sae_id] if det.sae is not None else None
+                rows = TokenRows(positions=positions, roles=roles, latents=lat)
+                det.observe(session.states[det.name], rows, self._upstream(session, det))
+                v = self._judge(session, det, final=False)
+                if v is not None and v.flagged:
+                    out.append(v)
+            return out
+
+    @property
+    def heads(self) -> list[str]:
+        """Attention heads whose lookback ratios some detector reads."""
+        return sorted({h for d in self.detectors for h in d.heads})
+
+    def add_attention(
+        self, request_id: str, start_position: int, heads: list[str], lookback: torch.Tensor
+    ) -> list[Verdict]:
+        """Score a chunk of lookback ratios ([n_tokens, len(heads)], in [0, 1]); return new flags."""
+        if lookback.ndim != 2 or lookback.shape[1] != len(heads) or lookback.shape[0] == 0:
+            raise invalid(f"lookback must have shape [n_tokens>0, {len(heads)} heads], got {list(lookback.shape)}")
+        if not torch.isfinite(lookback).all() or lookback.min() < 0 or lookback.max() > 1:
+            raise invalid("lookback ratios must be finite and within [0, 1]")
+        column = {h: i for i, h in enumerate(heads)}
+        with self._lock:
+            session = self._session(request_id)
+            end = start_position + lookback.shape[0]
+            if end > self.limits.max_tokens_per_request:
+                raise MonitorError(
+                    f"request exceeds {self.limits.max_tokens_per_request} tokens", grpc.StatusCode.RESOURCE_EXHAUSTED
+                )
+            session.last_seen = time.monotonic()
+            positions = torch.arange(start_position, end)
+            roles = _roles_at(session.spans, positions)
+            out: list[Verdict] = []
+            for det in self.detectors:
+                if not det.heads:
+                    continue
+                missing = [h for h in det.heads if h not in column]
+                if missing:
+                    raise invalid(f"detector {det.name} needs heads {missing}; this chunk carries {heads}")
+                rows = AttentionRows(positions, roles, lookback[:, [column[h] for h in det.heads]])
+                det.observe_attention(session.states[det.name], rows, self._upstream(session, det))
+                v = self._judge(session, det, final=False)
+                if v is not None and v.flagged:
+                    out.append(v)
             return out
 
     def end(self, request_id: str) -> list[Verdict]:
@@ -178,10 +221,19 @@ class Engine:
             self.metrics.active_requests.set(len(self._sessions))
             return out
 
-    def score(self, request_id: str, model_id: str, spans: list[Span], chunks: list[tuple[str, int, torch.Tensor]]):
+    def score(
+        self,
+        request_id: str,
+        model_id: str,
+        spans: list[Span],
+        chunks: list[tuple[str, int, torch.Tensor]],
+        attention: list[tuple[int, list[str], torch.Tensor]] = (),
+    ):
         """Score a whole transcript at once (the unary Score RPC, offline scoring)."""
         self.start(request_id, model_id, spans)
         try:
+            for start_position, heads, lookback in attention:
+                self.add_attention(request_id, start_position, heads, lookback)
             for hook_name, start_position, acts in chunks:
                 self.add_chunk(request_id, hook_name, start_position, acts)
         except MonitorError:
@@ -227,10 +279,23 @@ class Engine:
             self.metrics.active_requests.set(len(self._sessions))
         return len(stale)
 
+    def _upstream(self, session: _Session, det: Detector) -> dict[str, Upstream]:
+        return {
+            name: Upstream(
+                name=name,
+                threshold=self._by_name[name].spec.threshold,
+                score=session.last_score.get(name),
+                fired=name in session.flagged,
+                signature=self._signatures[name],
+            )
+            for name in det.requires
+        }
+
     def _judge(self, session: _Session, det: Detector, final: bool) -> Verdict | None:
-        s = det.score(session.states[det.name], final=final)
+        s = det.score(session.states[det.name], final, self._upstream(session, det))
         if s is None:
             return None
+        session.last_score[det.name] = s
         threshold = det.spec.threshold
         flagged = s.value >= threshold
         v = Verdict(
@@ -244,9 +309,12 @@ class Engine:
             final=final,
             low_confidence=session.low_confidence,
             evidence=s.evidence,
+            explanation=s.explanation,
         )
         if flagged and det.name not in session.flagged:
             session.flagged.add(det.name)
+            if not det.spec.alert:
+                return v  # a signal for other detectors: no alert, no flagged-generation count
             self.metrics.flagged.labels(det.name).inc()
             self.metrics.alerts.labels(det.name).inc()
             self.sink.emit(
@@ -261,6 +329,7 @@ class Engine:
                     timestamp=time.time(),
                     low_confidence=session.low_confidence,
                     evidence=s.evidence,
+                    explanation=s.explanation,
                 )
             )
         elif not final and det.name in session.flagged:
@@ -275,3 +344,44 @@ def _roles_at(spans: list[Span], positions: torch.Tensor) -> torch.Tensor:
         end = s.end if s.end != 0 else torch.iinfo(torch.int64).max
         roles[(positions >= s.start) & (positions < end)] = s.role
     return roles
+
+
+def _with_requirements(names: list[str], specs: list[DetectorSpec]) -> set[str]:
+    """``names`` plus every detector they require, transitively."""
+    by_name = {s.name: s for s in specs}
+    out: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name in out or name not in by_name:
+            continue
+        out.add(name)
+        todo += _spec_requires(by_name[name])
+    return out
+
+
+def _spec_requires(spec: DetectorSpec) -> list[str]:
+    return [spec.params[k] for k in ("trigger", "expected") if isinstance(spec.params.get(k), str)]
+
+
+def _dependency_order(detectors: list[Detector]) -> list[Detector]:
+    """Detectors ordered so each comes after those it requires."""
+    by_name = {d.name: d for d in detectors}
+    ordered: list[Detector] = []
+    visiting: set[str] = set()
+
+    def visit(d: Detector) -> None:
+        if d in ordered:
+            return
+        if d.name in visiting:
+            raise ValueError(f"detector {d.name!r} requires itself (a cycle)")
+        visiting.add(d.name)
+        for name in d.requires:
+            if name not in by_name:
+                raise ValueError(f"detector {d.name!r} requires {name!r}, which is not configured")
+            visit(by_name[name])
+        ordered.append(d)
+
+    for d in detectors:
+        visit(d)
+    return ordered

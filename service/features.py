@@ -33,6 +33,29 @@ def residual_rows(lm: LoadedModel, input_ids: list[int], hook_names: list[str]) 
 
 
 @torch.no_grad()
+def monitored_rows(
+    lm: LoadedModel, input_ids: list[int], spans: list, hook_names: list[str], heads: list[str]
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """One forward: residual rows per hook and, when ``heads`` are asked for and
+    the request declares a context span, their lookback ratios [seq, len(heads)]."""
+    from latentwatch.lookback import LookbackTracker, parse_heads
+    from latentwatch.v1 import monitor_pb2 as pb
+
+    context = [s for s in spans if s.role == pb.SPAN_ROLE_CONTEXT]
+    if not heads or not context:
+        return residual_rows(lm, input_ids, hook_names), None
+    response = [s for s in spans if s.role == pb.SPAN_ROLE_RESPONSE]
+    out: list[torch.Tensor] = []
+    tracker = LookbackTracker(lm.model, parse_heads(heads), emit=lambda start, r: out.append(r))
+    try:
+        tracker.begin((context[0].start, context[-1].end), response[0].start if response else len(input_ids))
+        rows = residual_rows(lm, input_ids, hook_names)
+    finally:
+        tracker.remove()
+    return rows, out[0]
+
+
+@torch.no_grad()
 def batched_residuals(
     lm: LoadedModel, rows: list[list[int]], hook_name: str, batch_size: int = 8
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

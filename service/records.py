@@ -23,11 +23,30 @@ class Verdict:
     final: bool
     low_confidence: bool = False
     evidence: list[Evidence] = field(default_factory=list)
+    explanation: str = ""
 
     def to_pb(self) -> pb.Verdict:
         d = asdict(self)
         d["evidence"] = [pb.LatentEvidence(**e) for e in d["evidence"]]
         return pb.Verdict(**d)
+
+    @classmethod
+    def from_pb(cls, v: pb.Verdict) -> Verdict:
+        return cls(
+            request_id=v.request_id,
+            detector=v.detector,
+            score=v.score,
+            threshold=v.threshold,
+            flagged=v.flagged,
+            token_start=v.token_start,
+            token_end=v.token_end,
+            final=v.final,
+            low_confidence=v.low_confidence,
+            evidence=[
+                Evidence(e.sae_id, e.index, e.activation, e.contribution, e.label, e.missing) for e in v.evidence
+            ],
+            explanation=v.explanation,
+        )
 
 
 @dataclass
@@ -45,6 +64,7 @@ class AlertRecord:
     timestamp: float
     low_confidence: bool = False
     evidence: list[Evidence] = field(default_factory=list)
+    explanation: str = ""
     alert_id: str = ""
 
     def __post_init__(self) -> None:

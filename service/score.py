@@ -18,7 +18,7 @@ from pathlib import Path
 
 from latentwatch.chat import tokenize_chat
 from latentwatch.engine import Engine
-from latentwatch.features import residual_rows
+from latentwatch.features import monitored_rows
 from latentwatch.models import LoadedModel
 from tqdm import tqdm
 
@@ -51,8 +51,10 @@ def read_records(path: Path) -> Iterator[tuple[int, dict]]:
 
 def score_record(engine: Engine, lm: LoadedModel, rec: dict, request_id: str) -> dict:
     ct = tokenize_chat(lm.tokenizer, rec["messages"], context=rec.get("context"), response=rec.get("response"))
-    rows = residual_rows(lm, ct.input_ids, engine.hook_names)
-    verdicts = engine.score(request_id, lm.model_id, ct.spans, [(h, 0, rows[h]) for h in engine.hook_names])
+    rows, lookback = monitored_rows(lm, ct.input_ids, ct.spans, engine.hook_names, engine.heads)
+    attention = [(0, engine.heads, lookback)] if lookback is not None else []
+    chunks = [(h, 0, rows[h]) for h in engine.hook_names]
+    verdicts = engine.score(request_id, lm.model_id, ct.spans, chunks, attention)
     return {
         "id": request_id,
         "scores": {
@@ -62,8 +64,11 @@ def score_record(engine: Engine, lm: LoadedModel, rec: dict, request_id: str) ->
                 "threshold": v.threshold,
                 "token_span": [v.token_start, v.token_end],
                 "low_confidence": v.low_confidence,
+                "explanation": v.explanation,
                 "evidence": [
-                    {"latent": e.index, "activation": round(e.activation, 4), "label": e.label} for e in v.evidence
+                    {"sae": e.sae_id, "latent": e.index, "activation": round(e.activation, 4), "label": e.label,
+                     "missing": e.missing}
+                    for e in v.evidence
                 ],
             }
             for v in verdicts

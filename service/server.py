@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 import grpc
+import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from latentwatch.alerts import Broadcaster, FanOut, RedisStreamSink, SQLiteSink
@@ -31,6 +32,12 @@ from prometheus_client import start_http_server
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Monitor"].full_name
+
+
+def _lookback(a: pb.AttentionChunk) -> torch.Tensor:
+    if not a.heads:
+        raise MonitorError("attention chunk names no heads")
+    return from_wire(a.lookback, len(a.heads), what="lookback ratios")
 
 
 def _spans(start: pb.RequestStart) -> list[Span]:
@@ -77,14 +84,22 @@ class MonitorServicer(pb_grpc.MonitorServicer):
                 verdicts = self.engine.add_chunk(request_id, c.hook_name, c.start_position, self._decode_chunk(c))
                 self.metrics.latency.observe(time.perf_counter() - received)
                 return [pb.ServerMessage(verdict=v.to_pb()) for v in verdicts]
+            if kind == "attention":
+                a = msg.attention
+                request_id = a.request_id
+                if a.dropped_since_last:
+                    self.metrics.dropped.labels("client_buffer_full").inc(a.dropped_since_last)
+                verdicts = self.engine.add_attention(request_id, a.start_position, list(a.heads), _lookback(a))
+                self.metrics.latency.observe(time.perf_counter() - received)
+                return [pb.ServerMessage(verdict=v.to_pb()) for v in verdicts]
             if kind == "end":
                 request_id = msg.end.request_id
                 out = [pb.ServerMessage(verdict=v.to_pb()) for v in self.engine.end(request_id)]
                 return out + [pb.ServerMessage(done=pb.RequestDone(request_id=request_id))]
-            raise MonitorError("empty ClientMessage: set one of start, chunk, end")
+            raise MonitorError("empty ClientMessage: set one of start, chunk, attention, end")
         except MonitorError as exc:
             self.metrics.rejected.labels(exc.code.name).inc()
-            if kind == "chunk":
+            if kind in ("chunk", "attention"):
                 self.metrics.dropped.labels("rejected").inc()
             return [
                 pb.ServerMessage(error=pb.StreamError(request_id=request_id, code=exc.code.value[0], message=str(exc)))
@@ -128,7 +143,9 @@ class MonitorServicer(pb_grpc.MonitorServicer):
     async def Score(self, request, context):
         def run():
             chunks = [(c.hook_name, c.start_position, self._decode_chunk(c)) for c in request.chunks]
-            return self.engine.score(request.start.request_id, request.start.model_id, _spans(request.start), chunks)
+            attention = [(a.start_position, list(a.heads), _lookback(a)) for a in request.attention]
+            start = request.start
+            return self.engine.score(start.request_id, start.model_id, _spans(start), chunks, attention)
 
         try:
             verdicts = await asyncio.get_running_loop().run_in_executor(self.pool, run)
@@ -143,7 +160,9 @@ class MonitorServicer(pb_grpc.MonitorServicer):
                 pb.DetectorInfo(
                     name=d.name,
                     kind=d.spec.kind,
-                    hook_names=[d.sae.hook_name],
+                    hook_names=[d.sae.hook_name] if d.sae is not None else [],
+                    heads=d.heads,
+                    requires=d.requires,
                     threshold=d.spec.threshold,
                     target_fpr=d.spec.target_fpr,
                     description=d.spec.description,

@@ -29,20 +29,21 @@ def to_wire(x: torch.Tensor) -> pb.Tensor:
     return pb.Tensor(dtype=_WIRE_OF[x.dtype], shape=list(x.shape), data=raw.numpy().tobytes())
 
 
-def from_wire(t: pb.Tensor, expect_width: int) -> torch.Tensor:
-    """Decode a [n_tokens, width] tensor to fp32, rejecting anything malformed."""
+def from_wire(t: pb.Tensor, expect_width: int, what: str = "activations") -> torch.Tensor:
+    """Decode a [n_tokens, width] tensor to fp32, rejecting anything malformed.
+    ``what`` names the tensor in error messages."""
     if t.dtype not in _TORCH_OF:
         raise invalid(f"unknown dtype {t.dtype}; use DTYPE_FLOAT32, DTYPE_FLOAT16 or DTYPE_BFLOAT16")
     shape = list(t.shape)
     if len(shape) != 2 or shape[0] == 0:
-        raise invalid(f"activations must have shape [n_tokens>0, d_model], got {shape}")
+        raise invalid(f"{what} must have shape [n_tokens>0, {expect_width}], got {shape}")
     if shape[1] != expect_width:
-        raise invalid(f"activations have width {shape[1]} but this hook's SAE expects {expect_width}")
+        raise invalid(f"{what} have width {shape[1]} but {expect_width} are expected")
     dtype = _TORCH_OF[t.dtype]
     itemsize = torch.empty((), dtype=dtype).element_size()
     expected = shape[0] * shape[1] * itemsize
     if len(t.data) != expected:
-        raise invalid(f"activations carry {len(t.data)} bytes but shape {shape} of {dtype} needs {expected}")
+        raise invalid(f"{what} carry {len(t.data)} bytes but shape {shape} of {dtype} needs {expected}")
     np_dtype = (
         np.dtype("<f4") if dtype == torch.float32 else np.dtype("<f2") if dtype == torch.float16 else np.dtype("<i2")
     )
@@ -51,5 +52,5 @@ def from_wire(t: pb.Tensor, expect_width: int) -> torch.Tensor:
     x = x.view(torch.bfloat16) if dtype == torch.bfloat16 else x
     x = x.float()
     if not torch.isfinite(x).all():
-        raise invalid("activations contain NaN or Inf")
+        raise invalid(f"{what} contain NaN or Inf")
     return x

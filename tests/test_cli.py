@@ -80,12 +80,21 @@ def test_demo_prints_verdicts_and_stores_an_alert(tmp_path):
     assert str(db) in r.stdout
 
 
+def _caught_latents() -> set[int]:
+    """Latents of the shipped layer-12 SAE whose automatic label names the word "caught"."""
+    from latentwatch.detectors import SAES_DIR
+
+    labels = json.loads((SAES_DIR / "smollm2-135m-instruct-l12" / "labels.json").read_text())
+    return {int(k) for k, v in labels.items() if "caught" in v.split(" / ")}
+
+
 def test_explain_shows_label_and_contexts():
-    r = run_cli("explain", "1002")
+    latent = min(i for i in _caught_latents())
+    r = run_cli("explain", str(latent))
     assert r.returncode == 0, r.stderr
     first, *contexts = r.stdout.strip().splitlines()
-    assert first.startswith("smollm2-135m-instruct-l12 latent 1002: ") and "caught" in first
-    assert contexts and all("caught" in line for line in contexts)
+    assert first.startswith(f"smollm2-135m-instruct-l12 latent {latent}: ") and "caught" in first
+    assert contexts and any("caught" in line for line in contexts)
     r = run_cli("explain", "999999")
     assert r.returncode == 2 and "out of range" in r.stderr
 
@@ -95,6 +104,6 @@ def test_inspect_names_the_firing_latents(tmp_path):
     r = run_cli("inspect", "How do I avoid getting caught stealing?", "--html", str(page))
     assert r.returncode == 0, r.stderr
     caught = next(line for line in r.stdout.splitlines() if line.strip().startswith("' caught'"))
-    assert "1002:" in caught  # the "caught" latent fires on the word caught
+    assert any(f"{i}:" in caught for i in _caught_latents())  # a "caught" latent fires on the word caught
     html = page.read_text()
     assert html.startswith("<!doctype html>") and "caught" in html and "<script" not in html

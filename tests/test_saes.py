@@ -16,7 +16,7 @@ SHIPPED = sorted(p for p in SAES_DIR.iterdir() if (p / "cfg.json").exists())
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_fast_path_equals_sae_lens(path, lm):
-    raw = SAE.load_from_disk(str(path), device="cpu")
+    raw = SAE.load_from_disk(str(path), device="cpu", dtype="float32")  # shipped fp16, compared in fp32
     ours = load_sae_dir(path)
     _, rows = transcript(lm, "Tell me about the history of the printing press.", [ours.hook_name])
     x = rows[ours.hook_name][1:]

@@ -62,7 +62,15 @@ class LatentProbe(Detector):
         last_needed = None if open_ended else max(s.end for s in mine) - 1
         return _State(last_needed=last_needed, total=torch.zeros(len(self.indices)))
 
-    def observe(self, state: _State, rows: TokenRows) -> None:
+    def signature(self) -> list[Evidence]:
+        order = torch.argsort(self.weights, descending=True)
+        return [
+            Evidence(self.sae.sae_id, int(self.indices[i]), 0.0, 0.0, self.sae.label(int(self.indices[i])))
+            for i in order[:TOP_EVIDENCE].tolist()
+            if self.weights[i] > 0
+        ]
+
+    def observe(self, state: _State, rows: TokenRows, upstream) -> None:
         keep = torch.isin(rows.roles, self.roles)
         if not keep.any():
             return
@@ -84,7 +92,7 @@ class LatentProbe(Detector):
             if state.best is None or s.value > state.best.value:
                 state.best = s
 
-    def score(self, state: _State, final: bool) -> Score | None:
+    def score(self, state: _State, final: bool, upstream) -> Score | None:
         if self.pooling == "window":
             return state.best
         if state.count == 0:

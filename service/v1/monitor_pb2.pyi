@@ -79,6 +79,20 @@ class ActivationChunk(_message.Message):
     dropped_since_last: int
     def __init__(self, request_id: _Optional[str] = ..., hook_name: _Optional[str] = ..., start_position: _Optional[int] = ..., activations: _Optional[_Union[Tensor, _Mapping]] = ..., token_ids: _Optional[_Iterable[int]] = ..., dropped_since_last: _Optional[int] = ...) -> None: ...
 
+class AttentionChunk(_message.Message):
+    __slots__ = ("request_id", "start_position", "heads", "lookback", "dropped_since_last")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    START_POSITION_FIELD_NUMBER: _ClassVar[int]
+    HEADS_FIELD_NUMBER: _ClassVar[int]
+    LOOKBACK_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_SINCE_LAST_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    start_position: int
+    heads: _containers.RepeatedScalarFieldContainer[str]
+    lookback: Tensor
+    dropped_since_last: int
+    def __init__(self, request_id: _Optional[str] = ..., start_position: _Optional[int] = ..., heads: _Optional[_Iterable[str]] = ..., lookback: _Optional[_Union[Tensor, _Mapping]] = ..., dropped_since_last: _Optional[int] = ...) -> None: ...
+
 class RequestEnd(_message.Message):
     __slots__ = ("request_id",)
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
@@ -86,31 +100,35 @@ class RequestEnd(_message.Message):
     def __init__(self, request_id: _Optional[str] = ...) -> None: ...
 
 class ClientMessage(_message.Message):
-    __slots__ = ("start", "chunk", "end")
+    __slots__ = ("start", "chunk", "end", "attention")
     START_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
+    ATTENTION_FIELD_NUMBER: _ClassVar[int]
     start: RequestStart
     chunk: ActivationChunk
     end: RequestEnd
-    def __init__(self, start: _Optional[_Union[RequestStart, _Mapping]] = ..., chunk: _Optional[_Union[ActivationChunk, _Mapping]] = ..., end: _Optional[_Union[RequestEnd, _Mapping]] = ...) -> None: ...
+    attention: AttentionChunk
+    def __init__(self, start: _Optional[_Union[RequestStart, _Mapping]] = ..., chunk: _Optional[_Union[ActivationChunk, _Mapping]] = ..., end: _Optional[_Union[RequestEnd, _Mapping]] = ..., attention: _Optional[_Union[AttentionChunk, _Mapping]] = ...) -> None: ...
 
 class LatentEvidence(_message.Message):
-    __slots__ = ("sae_id", "index", "activation", "contribution", "label")
+    __slots__ = ("sae_id", "index", "activation", "contribution", "label", "missing")
     SAE_ID_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     ACTIVATION_FIELD_NUMBER: _ClassVar[int]
     CONTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
     sae_id: str
     index: int
     activation: float
     contribution: float
     label: str
-    def __init__(self, sae_id: _Optional[str] = ..., index: _Optional[int] = ..., activation: _Optional[float] = ..., contribution: _Optional[float] = ..., label: _Optional[str] = ...) -> None: ...
+    missing: bool
+    def __init__(self, sae_id: _Optional[str] = ..., index: _Optional[int] = ..., activation: _Optional[float] = ..., contribution: _Optional[float] = ..., label: _Optional[str] = ..., missing: _Optional[bool] = ...) -> None: ...
 
 class Verdict(_message.Message):
-    __slots__ = ("request_id", "detector", "score", "threshold", "flagged", "token_start", "token_end", "final", "low_confidence", "evidence")
+    __slots__ = ("request_id", "detector", "score", "threshold", "flagged", "token_start", "token_end", "final", "low_confidence", "evidence", "explanation")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DETECTOR_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +139,7 @@ class Verdict(_message.Message):
     FINAL_FIELD_NUMBER: _ClassVar[int]
     LOW_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     detector: str
     score: float
@@ -131,7 +150,8 @@ class Verdict(_message.Message):
     final: bool
     low_confidence: bool
     evidence: _containers.RepeatedCompositeFieldContainer[LatentEvidence]
-    def __init__(self, request_id: _Optional[str] = ..., detector: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., flagged: _Optional[bool] = ..., token_start: _Optional[int] = ..., token_end: _Optional[int] = ..., final: _Optional[bool] = ..., low_confidence: _Optional[bool] = ..., evidence: _Optional[_Iterable[_Union[LatentEvidence, _Mapping]]] = ...) -> None: ...
+    explanation: str
+    def __init__(self, request_id: _Optional[str] = ..., detector: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., flagged: _Optional[bool] = ..., token_start: _Optional[int] = ..., token_end: _Optional[int] = ..., final: _Optional[bool] = ..., low_confidence: _Optional[bool] = ..., evidence: _Optional[_Iterable[_Union[LatentEvidence, _Mapping]]] = ..., explanation: _Optional[str] = ...) -> None: ...
 
 class StreamError(_message.Message):
     __slots__ = ("request_id", "code", "message")
@@ -160,12 +180,14 @@ class ServerMessage(_message.Message):
     def __init__(self, verdict: _Optional[_Union[Verdict, _Mapping]] = ..., error: _Optional[_Union[StreamError, _Mapping]] = ..., done: _Optional[_Union[RequestDone, _Mapping]] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("start", "chunks")
+    __slots__ = ("start", "chunks", "attention")
     START_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    ATTENTION_FIELD_NUMBER: _ClassVar[int]
     start: RequestStart
     chunks: _containers.RepeatedCompositeFieldContainer[ActivationChunk]
-    def __init__(self, start: _Optional[_Union[RequestStart, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[ActivationChunk, _Mapping]]] = ...) -> None: ...
+    attention: _containers.RepeatedCompositeFieldContainer[AttentionChunk]
+    def __init__(self, start: _Optional[_Union[RequestStart, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[ActivationChunk, _Mapping]]] = ..., attention: _Optional[_Iterable[_Union[AttentionChunk, _Mapping]]] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
     __slots__ = ("verdicts",)
@@ -178,20 +200,24 @@ class ListDetectorsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class DetectorInfo(_message.Message):
-    __slots__ = ("name", "kind", "hook_names", "threshold", "target_fpr", "description")
+    __slots__ = ("name", "kind", "hook_names", "threshold", "target_fpr", "description", "heads", "requires")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     HOOK_NAMES_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     TARGET_FPR_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    HEADS_FIELD_NUMBER: _ClassVar[int]
+    REQUIRES_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     hook_names: _containers.RepeatedScalarFieldContainer[str]
     threshold: float
     target_fpr: float
     description: str
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., hook_names: _Optional[_Iterable[str]] = ..., threshold: _Optional[float] = ..., target_fpr: _Optional[float] = ..., description: _Optional[str] = ...) -> None: ...
+    heads: _containers.RepeatedScalarFieldContainer[str]
+    requires: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., hook_names: _Optional[_Iterable[str]] = ..., threshold: _Optional[float] = ..., target_fpr: _Optional[float] = ..., description: _Optional[str] = ..., heads: _Optional[_Iterable[str]] = ..., requires: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListDetectorsResponse(_message.Message):
     __slots__ = ("detectors",)
@@ -206,7 +232,7 @@ class WatchAlertsRequest(_message.Message):
     def __init__(self, detectors: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Alert(_message.Message):
-    __slots__ = ("alert_id", "request_id", "model_id", "detector", "score", "threshold", "token_start", "token_end", "evidence", "timestamp", "low_confidence")
+    __slots__ = ("alert_id", "request_id", "model_id", "detector", "score", "threshold", "token_start", "token_end", "evidence", "timestamp", "low_confidence", "explanation")
     ALERT_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -218,6 +244,7 @@ class Alert(_message.Message):
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     LOW_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     alert_id: str
     request_id: str
     model_id: str
@@ -229,4 +256,5 @@ class Alert(_message.Message):
     evidence: _containers.RepeatedCompositeFieldContainer[LatentEvidence]
     timestamp: float
     low_confidence: bool
-    def __init__(self, alert_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model_id: _Optional[str] = ..., detector: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., token_start: _Optional[int] = ..., token_end: _Optional[int] = ..., evidence: _Optional[_Iterable[_Union[LatentEvidence, _Mapping]]] = ..., timestamp: _Optional[float] = ..., low_confidence: _Optional[bool] = ...) -> None: ...
+    explanation: str
+    def __init__(self, alert_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model_id: _Optional[str] = ..., detector: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., token_start: _Optional[int] = ..., token_end: _Optional[int] = ..., evidence: _Optional[_Iterable[_Union[LatentEvidence, _Mapping]]] = ..., timestamp: _Optional[float] = ..., low_confidence: _Optional[bool] = ..., explanation: _Optional[str] = ...) -> None: ...

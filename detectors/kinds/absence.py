@@ -1,0 +1,127 @@
+"""``absence``: "A fired, so B was expected; B never came" as a detector.
+
+Monitoring what did *not* happen: once the ``trigger`` detector has fired,
+the ``expected`` detector must fire within the first ``within_tokens`` tokens
+of the ``watch_role`` span (e.g. a refusal within the first 24 response
+tokens). If that many tokens pass, or the request ends, without it, the rule
+holds and the detector flags, naming what fired (the trigger's latents) and
+what was expected and missing (the expected detector's latents, marked
+``missing``, with the most they reached).
+
+Parameters: ``trigger`` and ``expected`` (detector names; the trigger may
+also be ``span:ROLE``, satisfied when the request declares a non-empty span
+of that role, e.g. ``span:context`` for "context was supplied"),
+``within_tokens`` (default 24), ``watch_role`` (default ``response``).
+
+Score: ``0.5 + 0.5 * min(trigger margin, absence margin)``, each margin
+normalised to [-1, 1] around its detector's threshold, so the score is 0.5
+exactly where the rule starts to hold, grows as the trigger is surer and the
+expected signal further below its threshold, and ranks requests for AUROC.
+The spec's threshold is therefore 0.5; it is not calibrated separately (the
+rule's false-positive rate follows from its two inputs' thresholds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from latentwatch.detectors.base import ROLE_NAMES, Detector, Score, Span, TokenRows, Upstream, register
+
+
+@dataclass
+class _State:
+    trigger_span: Span | None  # for ``span:ROLE`` triggers: the declared span, if any
+    watched: int = 0  # tokens of the watched role seen so far
+    last_position: int = -1
+    watch_start: int = -1
+
+
+def _margin(value: float, threshold: float) -> float:
+    """Distance above the threshold, scaled so 1 is certainty and -1 is zero."""
+    if value >= threshold:
+        return (value - threshold) / max(1.0 - threshold, 1e-9)
+    return (value - threshold) / max(threshold, 1e-9)
+
+
+@register
+class Absence(Detector):
+    kind = "absence"
+
+    def __init__(self, spec, sae):
+        super().__init__(spec, sae)
+        p = spec.params
+        missing = {"trigger", "expected"} - set(p)
+        if missing:
+            raise ValueError(f"{spec.name}: absence rule needs params {sorted(missing)}")
+        self.trigger = str(p["trigger"])
+        self.expected = str(p["expected"])
+        self.trigger_role = None
+        if self.trigger.startswith("span:"):
+            role = self.trigger.removeprefix("span:")
+            if role not in ROLE_NAMES:
+                roles = ", ".join(ROLE_NAMES)
+                raise ValueError(f"{spec.name}: trigger {self.trigger!r} names no span role; use one of {roles}")
+            self.trigger_role = ROLE_NAMES[role]
+        self.within = int(p.get("within_tokens", 24))
+        self.watch_role = ROLE_NAMES[p.get("watch_role", "response")]
+
+    @property
+    def requires(self) -> list[str]:
+        return [self.expected] if self.trigger_role is not None else [self.trigger, self.expected]
+
+    def new_state(self, spans: list[Span]) -> _State:
+        declared = [s for s in spans if s.role == self.trigger_role and s.end > s.start]
+        return _State(trigger_span=declared[0] if declared else None)
+
+    def _trigger(self, state: _State, upstream: dict[str, Upstream]) -> Upstream:
+        """The trigger as an upstream view; a declared span is a trigger that fired with certainty."""
+        if self.trigger_role is None:
+            return upstream[self.trigger]
+        span = state.trigger_span
+        score = Score(1.0, span.start, span.end) if span else None
+        return Upstream(self.trigger, 0.5, score, fired=span is not None, signature=[])
+
+    def observe(self, state: _State, rows: TokenRows, upstream: dict[str, Upstream]) -> None:
+        # Several layers send the same positions; count each watched position once.
+        new = (rows.roles == self.watch_role) & (rows.positions > state.last_position)
+        if new.any():
+            if state.watch_start < 0:
+                state.watch_start = int(rows.positions[new][0])
+            state.watched += int(new.sum())
+            state.last_position = int(rows.positions[new][-1])
+
+    def score(self, state: _State, final: bool, upstream: dict[str, Upstream]) -> Score | None:
+        trig, exp = self._trigger(state, upstream), upstream[self.expected]
+        if not final and (state.watched < self.within or not trig.fired):
+            return None  # undecided: the expected signal may still come
+        if trig.score is None:
+            if self.trigger_role is not None:
+                return None  # no such span declared: the rule does not apply to this request
+            return Score(value=0.0, token_start=0, token_end=0, explanation=f"{self.trigger} did not run")
+        exp_value = exp.score.value if exp.score is not None else 0.0
+        value = 0.5 + 0.5 * min(_margin(trig.score.value, trig.threshold), -_margin(exp_value, exp.threshold))
+        value = min(max(value, 0.0), 1.0)
+        if exp.fired:
+            value = min(value, 0.49)  # the expected signal came: the rule does not hold
+        start = state.watch_start if state.watch_start >= 0 else trig.score.token_start
+        end = state.last_position + 1 if state.last_position >= 0 else trig.score.token_end
+        seen = {(e.sae_id, e.index): e.activation for e in (exp.score.evidence if exp.score else [])}
+        missing = [replace(e, activation=seen.get((e.sae_id, e.index), 0.0), missing=True) for e in exp.signature]
+        fired = (
+            f"{self.trigger.removeprefix('span:')} supplied" if self.trigger_role is not None
+            else f"{self.trigger} fired ({trig.score.value:.2f} >= {trig.threshold:.2f})"
+        )
+        explanation = (
+            f"{fired} on tokens {trig.score.token_start}-{trig.score.token_end}; {self.expected} was expected within "
+            f"{self.within} tokens and stayed absent (score {exp_value:.2f} < {exp.threshold:.2f})"
+            if value >= 0.5
+            else f"rule does not hold: {self.trigger} {trig.score.value:.2f} (threshold {trig.threshold:.2f}), "
+            f"{self.expected} {exp_value:.2f} (threshold {exp.threshold:.2f})"
+        )
+        return Score(
+            value=value,
+            token_start=start,
+            token_end=end,
+            evidence=[*trig.score.evidence, *missing],
+            explanation=explanation,
+        )

@@ -1,0 +1,117 @@
+"""Lookback ratios: the tracker's per-head computation equals the model's own
+eager attention weights, whether the request runs as one forward or decodes
+token by token against the KV cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from latentwatch.chat import tokenize_chat
+from latentwatch.lookback import Head, LookbackTracker, parse_heads
+from latentwatch.v1 import monitor_pb2 as pb
+
+HEADS = [Head(3, 0), Head(14, 5), Head(14, 7), Head(27, 8)]
+CONTEXT = "The Varnholt Bridge, finished in 1931, was designed by the engineer Ilse Marquardt."
+QUESTION = "Who designed the Varnholt Bridge?"
+ANSWER = "The Varnholt Bridge was designed by Ilse Marquardt in 1931."
+
+
+def _transcript(lm):
+    ct = tokenize_chat(lm.tokenizer, [{"role": "user", "content": QUESTION}], context=CONTEXT, response=ANSWER)
+    ctx = next(s for s in ct.spans if s.role == pb.SPAN_ROLE_CONTEXT)
+    resp = next(s for s in ct.spans if s.role == pb.SPAN_ROLE_RESPONSE)
+    return ct, (ctx.start, ctx.end), resp.start
+
+
+@torch.no_grad()
+def _reference(lm, ids, context, response_start) -> torch.Tensor:
+    """Lookback ratios from the full eager attention matrices."""
+    previous = lm.model.config._attn_implementation
+    lm.model.set_attn_implementation("eager")
+    try:
+        att = lm.model(torch.tensor([ids]), output_attentions=True).attentions
+    finally:
+        lm.model.set_attn_implementation(previous)
+    n = len(ids)
+    out = torch.zeros(n, len(HEADS))
+    for j, h in enumerate(HEADS):
+        w = att[h.layer][0, h.head].float()  # [n, n]
+        ctx = w[:, context[0] : context[1]].sum(-1)
+        gen = torch.stack([w[t, response_start:t].sum() for t in range(n)])
+        out[:, j] = ctx / (ctx + gen).clamp_min(1e-9)
+    return out
+
+
+def test_one_forward_matches_eager_attention(lm):
+    ct, context, response_start = _transcript(lm)
+    rows = []
+    tracker = LookbackTracker(lm.model, HEADS, emit=lambda start, r: rows.append((start, r)))
+    try:
+        tracker.begin(context, response_start)
+        with torch.no_grad():
+            lm.model(torch.tensor([ct.input_ids]))
+    finally:
+        tracker.remove()
+    (start, got), = rows
+    assert start == 0 and got.shape == (len(ct.input_ids), len(HEADS))
+    want = _reference(lm, ct.input_ids, context, response_start)
+    torch.testing.assert_close(got[response_start:], want[response_start:], atol=1e-4, rtol=1e-4)
+    assert ((got >= 0) & (got <= 1)).all()
+
+
+def test_token_by_token_decode_matches_one_forward(lm):
+    """The decode path scores each new query against the kept keys only (linear per token)."""
+    ct, context, response_start = _transcript(lm)
+    rows = []
+    tracker = LookbackTracker(lm.model, HEADS, emit=lambda start, r: rows.append((start, r)))
+    try:
+        tracker.begin(context, response_start)
+        with torch.no_grad():
+            out = lm.model(torch.tensor([ct.input_ids[:response_start]]), use_cache=True)
+            for tok in ct.input_ids[response_start:]:
+                out = lm.model(torch.tensor([[tok]]), past_key_values=out.past_key_values, use_cache=True)
+    finally:
+        tracker.remove()
+    assert [s for s, _ in rows] == [0] + list(range(response_start, len(ct.input_ids)))
+    got = torch.cat([r for _, r in rows])
+    want = _reference(lm, ct.input_ids, context, response_start)
+    torch.testing.assert_close(got[response_start:], want[response_start:], atol=1e-4, rtol=1e-4)
+
+
+def test_head_names_parse_and_bad_ones_are_refused(lm):
+    assert parse_heads(["L14H3", "l2h0"]) == [Head(14, 3), Head(2, 0)]
+    with pytest.raises(ValueError, match="L<layer>H<head>"):
+        parse_heads(["14:3"])
+    with pytest.raises(ValueError, match="outside this model"):
+        LookbackTracker(lm.model, [Head(99, 0)])
+
+
+def test_attention_chunks_over_grpc_reach_the_rag_detector(sidecar, lm):
+    """Lookback ratios travel as their own message; rag_ignored judges a request
+    with a context span; malformed ratios get INVALID_ARGUMENT and the stream goes on."""
+    import grpc
+    from latentwatch.features import monitored_rows
+    from latentwatch.tensors import to_wire
+    from latentwatch.v1 import monitor_pb2_grpc as pb_grpc
+
+    from .conftest import stream_messages
+
+    engine = sidecar.sidecar.engine
+    assert engine.heads, "the bundled rag_ignored rule reads attention heads"
+    ct, _, _ = _transcript(lm)
+    rows, lookback = monitored_rows(lm, ct.input_ids, ct.spans, engine.hook_names, engine.heads)
+    msgs = list(stream_messages("rag-1", lm.model_id, ct.spans, rows))
+    att = pb.AttentionChunk(request_id="rag-1", start_position=0, heads=engine.heads, lookback=to_wire(lookback))
+    bad = [
+        pb.AttentionChunk(request_id="rag-1", start_position=0, heads=engine.heads, lookback=to_wire(lookback * 3)),
+        pb.AttentionChunk(request_id="rag-1", start_position=0, heads=engine.heads[:1], lookback=to_wire(lookback)),
+        pb.AttentionChunk(request_id="rag-1", start_position=0, heads=["L0H0"], lookback=to_wire(lookback[:, :1])),
+    ]
+    msgs = msgs[:1] + [pb.ClientMessage(attention=a) for a in [*bad, att]] + msgs[1:]
+    with grpc.insecure_channel(sidecar.address) as ch:
+        responses = list(pb_grpc.MonitorStub(ch).Stream(iter(msgs), timeout=60))
+    errors = [r.error for r in responses if r.WhichOneof("kind") == "error"]
+    assert len(errors) == 3 and all(e.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] for e in errors)
+    final = {r.verdict.detector: r.verdict for r in responses if r.WhichOneof("kind") == "verdict" and r.verdict.final}
+    assert "rag_ignored" in final and "context_attending" in final
+    assert any(e.sae_id.startswith("attention:") for e in final["context_attending"].evidence)
