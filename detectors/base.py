@@ -56,7 +56,12 @@ class DetectorSpec:
 
     @classmethod
     def from_yaml(cls, path: Path) -> DetectorSpec:
-        raw = yaml.safe_load(path.read_text())
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML ({exc})") from exc
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: a detector spec is a mapping of settings")
         missing = {"name", "kind", "sae", "threshold"} - set(raw)
         if missing:
             raise ValueError(f"{path}: detector spec lacks {sorted(missing)}")

@@ -128,7 +128,9 @@ def cmd_train_probe(args) -> int:
     if args.detector not in recipes:
         print(f"latentwatch train-probe: training recipes exist for {', '.join(recipes)}", file=sys.stderr)
         return EXIT_USAGE
-    spec_path = SPECS_DIR / f"{args.detector}.yaml"
+    # RAG specs stay in specs/experimental/ (not enabled by default) until their probe is good enough to ship.
+    specs_dir = SPECS_DIR / "experimental" if args.detector == "context_attending" else SPECS_DIR
+    spec_path = specs_dir / f"{args.detector}.yaml"
     spec = DetectorSpec.from_yaml(spec_path)
     lm, sae = load_model(args.model), load_sae(spec.sae, [SAES_DIR])
     if args.detector == "harmful_request":
@@ -144,7 +146,7 @@ def cmd_train_probe(args) -> int:
         if not args.data:
             raise ValueError("context_attending needs --data (rag_train.jsonl from `latentwatch make-eval-sets`)")
         train = [rec for _, rec in read_records(Path(args.data))]
-        train_context_attending(lm, sae, spec_path, SPECS_DIR / "rag_ignored.yaml", train)
+        train_context_attending(lm, sae, spec_path, specs_dir / "rag_ignored.yaml", train)
     return 0
 
 

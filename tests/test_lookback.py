@@ -4,8 +4,11 @@ token by token against the KV cache."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 from latentwatch.chat import tokenize_chat
 from latentwatch.lookback import Head, LookbackTracker, parse_heads
 from latentwatch.v1 import monitor_pb2 as pb
@@ -86,32 +89,68 @@ def test_head_names_parse_and_bad_ones_are_refused(lm):
         LookbackTracker(lm.model, [Head(99, 0)])
 
 
-def test_attention_chunks_over_grpc_reach_the_rag_detector(sidecar, lm):
-    """Lookback ratios travel as their own message; rag_ignored judges a request
-    with a context span; malformed ratios get INVALID_ARGUMENT and the stream goes on."""
+def _lookback_spec(tmp_path) -> Path:
+    """A lookback_probe detector over two heads (no latents): enough to carry
+    attention statistics end to end. Its weights are set here, not trained."""
+    from safetensors.torch import save_file
+
+    save_file({"indices": torch.zeros(0, dtype=torch.int32), "weights": torch.tensor([2.0, 1.0]),
+               "bias": torch.tensor(-1.0), "mean": torch.zeros(2), "scale": torch.ones(2)},
+              str(tmp_path / "attending.safetensors"))  # fmt: skip
+    spec = tmp_path / "context_attending.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "context_attending", "kind": "lookback_probe", "sae": None, "threshold": 0.5, "alert": False,
+        "params": {"heads": ["L14H5", "L27H8"], "probe": str(tmp_path / "attending.safetensors"), "min_tokens": 2},
+    }))  # fmt: skip
+    rule = tmp_path / "rag_ignored.yaml"
+    rule.write_text(yaml.safe_dump({
+        "name": "rag_ignored", "kind": "absence", "sae": None, "threshold": 0.5,
+        "params": {"trigger": "span:context", "expected": "context_attending", "within_tokens": 4},
+    }))  # fmt: skip
+    return [spec, rule]
+
+
+def test_attention_chunks_over_grpc_reach_a_lookback_detector(tmp_path, lm):
+    """Lookback ratios travel as their own message and reach a detector that
+    reads them; an absence rule keyed on the context span judges the request;
+    malformed ratios get INVALID_ARGUMENT and the stream goes on."""
     import grpc
     from latentwatch.features import monitored_rows
+    from latentwatch.server import SidecarThread
     from latentwatch.tensors import to_wire
     from latentwatch.v1 import monitor_pb2_grpc as pb_grpc
 
-    from .conftest import stream_messages
+    from .conftest import make_config, stream_messages
 
-    engine = sidecar.sidecar.engine
-    assert engine.heads, "the bundled rag_ignored rule reads attention heads"
-    ct, _, _ = _transcript(lm)
-    rows, lookback = monitored_rows(lm, ct.input_ids, ct.spans, engine.hook_names, engine.heads)
-    msgs = list(stream_messages("rag-1", lm.model_id, ct.spans, rows))
-    att = pb.AttentionChunk(request_id="rag-1", start_position=0, heads=engine.heads, lookback=to_wire(lookback))
-    bad = [
-        pb.AttentionChunk(request_id="rag-1", start_position=0, heads=engine.heads, lookback=to_wire(lookback * 3)),
-        pb.AttentionChunk(request_id="rag-1", start_position=0, heads=engine.heads[:1], lookback=to_wire(lookback)),
-        pb.AttentionChunk(request_id="rag-1", start_position=0, heads=["L0H0"], lookback=to_wire(lookback[:, :1])),
-    ]
-    msgs = msgs[:1] + [pb.ClientMessage(attention=a) for a in [*bad, att]] + msgs[1:]
-    with grpc.insecure_channel(sidecar.address) as ch:
-        responses = list(pb_grpc.MonitorStub(ch).Stream(iter(msgs), timeout=60))
+    specs = _lookback_spec(tmp_path)
+    sidecar = SidecarThread(make_config(tmp_path, detector_specs=[str(p) for p in specs]))
+    try:
+        engine = sidecar.sidecar.engine
+        assert engine.heads == ["L14H5", "L27H8"] and engine.hook_names == []
+        ct, _, _ = _transcript(lm)
+        rows, lookback = monitored_rows(lm, ct.input_ids, ct.spans, engine.hook_names, engine.heads)
+        att = pb.AttentionChunk(request_id="rag-1", start_position=0, heads=engine.heads, lookback=to_wire(lookback))
+        bad = [
+            pb.AttentionChunk(request_id="rag-1", heads=engine.heads, lookback=to_wire(lookback * 3)),
+            pb.AttentionChunk(request_id="rag-1", heads=engine.heads[:1], lookback=to_wire(lookback)),
+            pb.AttentionChunk(request_id="rag-1", heads=["L0H0"], lookback=to_wire(lookback[:, :1])),
+        ]
+        msgs = list(stream_messages("rag-1", lm.model_id, ct.spans, rows))
+        msgs = msgs[:1] + [pb.ClientMessage(attention=a) for a in [*bad, att]] + msgs[1:]
+        with grpc.insecure_channel(sidecar.address) as ch:
+            responses = list(pb_grpc.MonitorStub(ch).Stream(iter(msgs), timeout=60))
+            listed = {d.name: d for d in pb_grpc.MonitorStub(ch).ListDetectors(pb.ListDetectorsRequest()).detectors}
+    finally:
+        sidecar.stop()
     errors = [r.error for r in responses if r.WhichOneof("kind") == "error"]
     assert len(errors) == 3 and all(e.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] for e in errors)
     final = {r.verdict.detector: r.verdict for r in responses if r.WhichOneof("kind") == "verdict" and r.verdict.final}
-    assert "rag_ignored" in final and "context_attending" in final
-    assert any(e.sae_id.startswith("attention:") for e in final["context_attending"].evidence)
+    resp = next(s for s in ct.spans if s.role == pb.SPAN_ROLE_RESPONSE)
+    mean = lookback[resp.start : resp.end].mean(0)
+    want = float(torch.sigmoid(2.0 * mean[0] + mean[1] - 1.0))
+    attending = final["context_attending"]
+    assert abs(attending.score - want) < 1e-4  # the ratios arrived intact
+    rule = final["rag_ignored"]
+    assert rule.flagged == (attending.score < 0.5) and "context" in rule.explanation
+    assert list(listed["context_attending"].heads) == ["L14H5", "L27H8"]
+    assert list(listed["rag_ignored"].requires) == ["context_attending"]
