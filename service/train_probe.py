@@ -289,7 +289,8 @@ def train_refusal(lm: LoadedModel, sae: LoadedSAE, spec_path: Path, corpus: list
             z = z[::3]  # compliant answers are long; every third window is plenty
         feats.append(z)
         ys += [float(r["label"])] * len(z)
-        ws += [HARD_NEGATIVE_WEIGHT if r["kind"] == "sorry_lookalike" else 1.0] * len(z)
+        hard = r["kind"] in ("sorry_lookalike", "compliant_authored")
+        ws += [HARD_NEGATIVE_WEIGHT if hard else 1.0] * len(z)
     probe = fit_sparse_probe(torch.cat(feats), torch.tensor(ys), torch.tensor(ws))
     probe.save(spec.artifact(spec.params["probe"]))
     benign = torch.tensor(

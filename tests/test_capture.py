@@ -96,18 +96,20 @@ def test_local_monitor_flags_a_harmful_generation_in_process(lm):
 
 
 def test_sender_coalesces_adjacent_rows_when_the_sidecar_lags():
+    from latentwatch.capture import _Rows
+
     client = GrpcMonitorClient(f"127.0.0.1:{free_port()}", "m", max_buffer=64, max_rows_per_chunk=4)
     try:
         with client._cv:  # hold the lock so nothing is sent while we queue
             for pos in range(6):
                 for hook in ("a", "b"):
-                    client._buf.append((("r", hook, pos, torch.full((1, 2), float(pos))), True))
+                    client._buf.append((_Rows("r", hook, pos, torch.full((1, 2), float(pos))), True))
                     client._chunks_buffered += 1
             first = client._buf.popleft()[0]
             client._chunks_buffered -= 1
             merged = client._coalesce(first)
             remaining = [e[0][:3] for e in client._buf]
-        assert merged[:3] == ("r", "a", 0) and merged[3][:, 0].tolist() == [0, 1, 2, 3]
+        assert merged[:3] == ("r", "a", 0) and merged.rows[:, 0].tolist() == [0, 1, 2, 3]
         # rows of the other hook stay queued in order, and a's rows 4-5 wait for the next message
         b = [("r", "b", i) for i in range(4)]
         assert remaining[:6] == [*b, ("r", "a", 4), ("r", "b", 4)]

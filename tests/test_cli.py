@@ -8,8 +8,11 @@ import subprocess
 import sys
 
 from latentwatch.alerts import SQLiteSink
+from latentwatch.detectors import SAES_DIR
 
 from .conftest import BENIGN, HARMFUL
+
+SAES_DIR_L12 = SAES_DIR / "smollm2-135m-instruct-l12"
 
 
 def run_cli(*args, cwd=None, timeout=600):
@@ -76,20 +79,20 @@ def test_demo_prints_verdicts_and_stores_an_alert(tmp_path):
     assert "latentwatch_flagged_generations_total" in r.stdout
     assert "low confidence" not in r.stdout  # ordinary prompts are inside the SAE's training distribution
     alerts = SQLiteSink(db).read_all()
-    assert alerts and all(a.detector == "harmful_request" for a in alerts)
+    # the two harmful prompts flag harmful_request, and (no refusal in 8 tokens) harmful_compliance
+    assert {a.detector for a in alerts} == {"harmful_request", "harmful_compliance"}
     assert str(db) in r.stdout
 
 
 def _caught_latents() -> set[int]:
     """Latents of the shipped layer-12 SAE whose automatic label names the word "caught"."""
-    from latentwatch.detectors import SAES_DIR
-
-    labels = json.loads((SAES_DIR / "smollm2-135m-instruct-l12" / "labels.json").read_text())
+    labels = json.loads((SAES_DIR_L12 / "labels.json").read_text())
     return {int(k) for k, v in labels.items() if "caught" in v.split(" / ")}
 
 
 def test_explain_shows_label_and_contexts():
-    latent = min(i for i in _caught_latents())
+    labels = json.loads((SAES_DIR_L12 / "labels.json").read_text())
+    latent = min(i for i in _caught_latents() if labels[str(i)] == "caught")  # labelled by that word alone
     r = run_cli("explain", str(latent))
     assert r.returncode == 0, r.stderr
     first, *contexts = r.stdout.strip().splitlines()

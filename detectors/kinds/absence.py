@@ -92,6 +92,8 @@ class Absence(Detector):
 
     def score(self, state: _State, final: bool, upstream: dict[str, Upstream]) -> Score | None:
         trig, exp = self._trigger(state, upstream), upstream[self.expected]
+        if state.watched == 0:
+            return None  # the watched span never came (e.g. a prompt scored alone): nothing was absent
         if not final and (state.watched < self.within or not trig.fired):
             return None  # undecided: the expected signal may still come
         if trig.score is None:
