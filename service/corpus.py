@@ -161,6 +161,15 @@ def read_jsonl(path: Path) -> list[list[dict]]:
     return [json.loads(line)["messages"] for line in path.read_text().splitlines() if line.strip()]
 
 
+def transcript_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of a transcript in the model's chat template; a base model
+    without one (e.g. Gemma 3 270M) gets the turns' text joined by blank lines."""
+    if tokenizer.chat_template:
+        return tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+    ids = tokenizer("\n\n".join(m["content"] for m in messages))["input_ids"]
+    return ids + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+
+
 def pack_tokens(tokenizer, transcripts: list[list[dict]], context_size: int) -> list[list[int]]:
     """Tokenize transcripts in the chat template and pack them into rows.
 
@@ -170,5 +179,5 @@ def pack_tokens(tokenizer, transcripts: list[list[dict]], context_size: int) -> 
     """
     stream: list[int] = []
     for messages in transcripts:
-        stream.extend(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+        stream.extend(transcript_ids(tokenizer, messages))
     return [stream[i : i + context_size] for i in range(0, len(stream) - context_size + 1, context_size)]

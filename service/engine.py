@@ -194,14 +194,19 @@ class Engine:
             positions = torch.arange(start_position, end)
             roles = _roles_at(session.spans, positions)
             out: list[Verdict] = []
-            for det in self.detectors:
-                if not det.heads:
-                    continue
+            for det in self._by_name.values():  # validate before any state changes
                 missing = [h for h in det.heads if h not in column]
                 if missing:
                     raise invalid(f"detector {det.name} needs heads {missing}; this chunk carries {heads}")
-                rows = AttentionRows(positions, roles, lookback[:, [column[h] for h in det.heads]])
-                det.observe_attention(session.states[det.name], rows, self._upstream(session, det))
+            for det in self.detectors:
+                if det.heads:
+                    rows = AttentionRows(positions, roles, lookback[:, [column[h] for h in det.heads]])
+                    det.observe_attention(session.states[det.name], rows, self._upstream(session, det))
+                elif det.sae is None:  # composite rules see every chunk's positions
+                    rows = TokenRows(positions=positions, roles=roles, latents=None)
+                    det.observe(session.states[det.name], rows, self._upstream(session, det))
+                else:
+                    continue
                 v = self._judge(session, det, final=False)
                 if v is not None and v.flagged:
                     out.append(v)

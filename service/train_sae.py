@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from latentwatch.corpus import pack_tokens
+from latentwatch.corpus import pack_tokens, transcript_ids
 from latentwatch.models import load_model
 from latentwatch.saes import STATS_FILE
 from safetensors.torch import save_file
@@ -149,7 +149,7 @@ def train_sae(
         from latentwatch.sae_eval import evaluate_sae
         from latentwatch.saes import load_sae_dir
 
-        seqs = [lm.tokenizer.apply_chat_template(t, tokenize=True, return_dict=True)["input_ids"] for t in heldout]
+        seqs = [transcript_ids(lm.tokenizer, t) for t in heldout]
         quality = evaluate_sae(lm, load_sae_dir(out_dir), seqs)
         card["quality"] = {"heldout_transcripts": len(heldout), **quality.as_dict()}
     write_card(out_dir, card)

@@ -98,7 +98,7 @@ def test_calibrate_sets_the_threshold_at_the_target_fpr(tmp_path, lm):
     engine = Engine.from_specs(sorted(specs.glob("*.yaml")), only=["refusal"])
     records = [json.loads(x) for x in data.read_text().splitlines()]
     scores = torch.tensor([s.score for s in score_records(engine, lm, "refusal", records)])
-    assert float((scores >= spec["threshold"]).float().mean()) <= 0.05
+    assert int((scores >= spec["threshold"]).sum()) <= 0.05 * len(scores)
     r = run_cli("calibrate", "refusal", "--config", str(config), "--data", str(data), "--fpr", "0.001")
     assert r.returncode == 2 and "cannot resolve" in r.stderr
 
