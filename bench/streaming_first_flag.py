@@ -77,16 +77,16 @@ def main() -> None:
             with capture.request(rid, spans):
                 out = lm.model(torch.tensor([prompt]), use_cache=True)
                 for i, token in enumerate(response):
-                    with lock:
-                        produced[rid] = i
                     out = lm.model(torch.tensor([[token]]), past_key_values=out.past_key_values, use_cache=True)
+                    with lock:
+                        produced[rid] = i + 1  # response tokens decoded so far
             client.wait_final(rid, timeout=30)
             lengths.append(len(response))
             if rid in first:
                 end, seen = first[rid]
                 flag_at.append(end - ct.prompt_length)
                 seen_at.append(seen)
-                early += seen < len(response)  # the client had the flag before the last token was decoded
+                early += seen < len(response)  # the flag reached the client before the last token was decoded
     finally:
         capture.remove()
         client.close()
