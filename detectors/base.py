@@ -71,6 +71,19 @@ class DetectorSpec:
             raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
         return cls(path=path, **raw)
 
+    def calibrated(self, threshold: float, benign_examples: int, source: str, fpr: float | None = None) -> None:
+        """Set the threshold found on benign data and record how (size, FPR, date, source)."""
+        import datetime as dt
+
+        self.target_fpr = self.target_fpr if fpr is None else fpr
+        self.threshold = round(threshold, 6)
+        self.calibration = {
+            "benign_examples": benign_examples,
+            "target_fpr": self.target_fpr,
+            "date": dt.date.today().isoformat(),
+            "source": source,
+        }
+
     def to_yaml(self) -> str:
         data = {
             "name": self.name,
@@ -191,6 +204,30 @@ class Detector(ABC):
     @abstractmethod
     def score(self, state: Any, final: bool, upstream: dict[str, Upstream]) -> Score | None:
         """Current score, or None while there is nothing to judge yet."""
+
+
+@dataclass
+class LinearProbe:
+    """A standardised logistic probe as stored beside a spec: ``indices`` of the
+    latents it reads, ``weights``, ``bias`` and the features' ``mean``/``scale``."""
+
+    indices: torch.Tensor
+    weights: torch.Tensor
+    bias: float
+    mean: torch.Tensor
+    scale: torch.Tensor
+
+    @classmethod
+    def load(cls, path: Path) -> LinearProbe:
+        from safetensors.torch import load_file
+
+        raw = load_file(str(path))
+        return cls(raw["indices"].long(), raw["weights"].float(), float(raw["bias"]), raw["mean"].float(),
+                   raw["scale"].float())  # fmt: skip
+
+    def contributions(self, x: torch.Tensor) -> torch.Tensor:
+        """Each feature's share of the logit (the bias aside)."""
+        return self.weights * (x - self.mean) / self.scale
 
 
 _REGISTRY: dict[str, type[Detector]] = {}

@@ -138,13 +138,7 @@ class Engine:
             session = self._session(request_id)
             if hook_name not in self.by_hook:
                 raise invalid(f"unknown layer {hook_name!r}; this sidecar monitors {self.hook_names}")
-            end = start_position + acts.shape[0]
-            if end > self.limits.max_tokens_per_request:
-                raise MonitorError(
-                    f"request exceeds {self.limits.max_tokens_per_request} tokens", grpc.StatusCode.RESOURCE_EXHAUSTED
-                )
-            session.last_seen = time.monotonic()
-            positions = torch.arange(start_position, end)
+            positions = self._positions(session, start_position, acts.shape[0])
             keep = positions > 0  # position 0 is the attention sink: no SAE explains it
             if not keep.any():
                 return []
@@ -185,13 +179,7 @@ class Engine:
         column = {h: i for i, h in enumerate(heads)}
         with self._lock:
             session = self._session(request_id)
-            end = start_position + lookback.shape[0]
-            if end > self.limits.max_tokens_per_request:
-                raise MonitorError(
-                    f"request exceeds {self.limits.max_tokens_per_request} tokens", grpc.StatusCode.RESOURCE_EXHAUSTED
-                )
-            session.last_seen = time.monotonic()
-            positions = torch.arange(start_position, end)
+            positions = self._positions(session, start_position, lookback.shape[0])
             roles = _roles_at(session.spans, positions)
             out: list[Verdict] = []
             for det in self._by_name.values():  # validate before any state changes
@@ -266,6 +254,15 @@ class Engine:
         ):
             session.low_confidence = True
             self.metrics.low_confidence.labels(sae.sae_id).inc()
+
+    def _positions(self, session: _Session, start: int, n: int) -> torch.Tensor:
+        """The positions a chunk covers, within the per-request token cap; marks the session live."""
+        if start + n > self.limits.max_tokens_per_request:
+            raise MonitorError(
+                f"request exceeds {self.limits.max_tokens_per_request} tokens", grpc.StatusCode.RESOURCE_EXHAUSTED
+            )
+        session.last_seen = time.monotonic()
+        return torch.arange(start, start + n)
 
     def _session(self, request_id: str) -> _Session:
         session = self._sessions.get(request_id)

@@ -9,7 +9,6 @@ position is known. Records use the ``latentwatch score`` input format plus
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import statistics
 from dataclasses import dataclass
@@ -169,14 +168,7 @@ def calibrate(
     if len(records) < 1 / fpr:
         raise ValueError(f"{data}: {len(records)} benign records cannot resolve a {fpr:.1%} false-positive rate")
     scores = torch.tensor([s.score for s in score_records(engine, lm, spec.name, records)])
-    spec.threshold = round(threshold_at_fpr(scores, fpr), 6)
-    spec.target_fpr = fpr
-    spec.calibration = {
-        "benign_examples": len(records),
-        "target_fpr": fpr,
-        "date": dt.date.today().isoformat(),
-        "source": data.name,
-    }
+    spec.calibrated(threshold_at_fpr(scores, fpr), len(records), data.name, fpr)
     spec.path.write_text(spec.to_yaml())
     return {"detector": spec.name, "threshold": spec.threshold, **spec.calibration}
 

@@ -14,7 +14,6 @@ Data: the project's authored prompts and responses plus the dev sets'
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import random
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from latentwatch.chat import tokenize_chat
 from latentwatch.corpus import DATA_DIR, authored_prompts
 from latentwatch.detectors.base import DetectorSpec
 from latentwatch.devdata import refusal_instructions, split_of
+from latentwatch.evaluate import auroc, threshold_at_fpr
 from latentwatch.features import residual_rows
 from latentwatch.models import LoadedModel
 from latentwatch.saes import LoadedSAE
@@ -109,14 +109,6 @@ def fit_sparse_probe(
     return SparseProbe(indices=keep, weights=w2, bias=float(b2), mean=mean[keep], scale=scale[keep])
 
 
-def auroc(pos: torch.Tensor, neg: torch.Tensor) -> float:
-    p, n = pos[:, None], neg[None, :]
-    return float((p > n).float().mean() + 0.5 * (p == n).float().mean())
-
-
-def threshold_at_fpr(benign: torch.Tensor, fpr: float) -> float:
-    """The smallest threshold that flags at most ``fpr`` of the benign scores."""
-    return float(torch.quantile(benign, 1.0 - fpr).item()) + 1e-6
 
 
 def tpr_at(pos: torch.Tensor, threshold: float) -> float:
@@ -171,13 +163,7 @@ def train_harmful_request(lm: LoadedModel, sae: LoadedSAE, spec_path: Path) -> d
 
     Xc, _ = user_features(lm, sae, calib)
     threshold = threshold_at_fpr(probe.scores(Xc), spec.target_fpr)
-    spec.threshold = round(threshold, 6)
-    spec.calibration = {
-        "benign_examples": len(calib),
-        "target_fpr": spec.target_fpr,
-        "date": dt.date.today().isoformat(),
-        "source": "dev harmless_train (train split), held apart from probe fitting",
-    }
+    spec.calibrated(threshold, len(calib), "dev harmless_train (train split), held apart from probe fitting")
     spec_path.write_text(spec.to_yaml())
 
     report = {"latents": len(probe.indices), "threshold": spec.threshold, "fit_examples": len(fit_texts)}
@@ -299,13 +285,8 @@ def train_refusal(lm: LoadedModel, sae: LoadedSAE, spec_path: Path, corpus: list
             for r in tqdm(calib, desc="calibrating", unit="response", leave=False)
         ]
     )
-    spec.threshold = round(threshold_at_fpr(benign, spec.target_fpr), 6)
-    spec.calibration = {
-        "benign_examples": len(calib),
-        "target_fpr": spec.target_fpr,
-        "date": dt.date.today().isoformat(),
-        "source": "the bundled model's own answers to train-split prompts, held apart from probe fitting",
-    }
+    source = "the bundled model's own answers to train-split prompts, held apart from probe fitting"
+    spec.calibrated(threshold_at_fpr(benign, spec.target_fpr), len(calib), source)
     spec_path.write_text(spec.to_yaml())
     report = {
         "latents": len(probe.indices),

@@ -17,7 +17,6 @@ baseline.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import random
 from dataclasses import dataclass
@@ -162,13 +161,8 @@ def train_context_attending(
     sc = torch.sigmoid(((Xc - mean) / scale) @ w + b)
     yc = torch.tensor([1 - r["label"] for r in calib])
     spec.params["heads"] = [str(h) for h in chosen]
-    spec.threshold = round(float(torch.quantile(sc[yc == 1], rule.target_fpr)), 6)
-    spec.calibration = {
-        "benign_examples": int(yc.sum()),
-        "target_fpr": rule.target_fpr,
-        "date": dt.date.today().isoformat(),
-        "source": "the model's answers that followed their passage (dev RAG train split), held apart from fitting",
-    }
+    source = "the model's answers that followed their passage (dev RAG train split), held apart from fitting"
+    spec.calibrated(float(torch.quantile(sc[yc == 1], rule.target_fpr)), int(yc.sum()), source, rule.target_fpr)
     spec_path.write_text(spec.to_yaml())
     report = {
         "fit": len(fit), "fit_ignored": int((y == 0).sum()), "calibration": len(calib),

@@ -45,17 +45,22 @@ def _reference(lm, ids, context, response_start) -> torch.Tensor:
     return out
 
 
-def test_one_forward_matches_eager_attention(lm):
-    ct, context, response_start = _transcript(lm)
+def _tracked(lm, context, response_start, run) -> list[tuple[int, torch.Tensor]]:
+    """The tracker's (start, ratios) rows while ``run()`` drives the model."""
     rows = []
     tracker = LookbackTracker(lm.model, HEADS, emit=lambda start, r: rows.append((start, r)))
     try:
         tracker.begin(context, response_start)
         with torch.no_grad():
-            lm.model(torch.tensor([ct.input_ids]))
+            run()
     finally:
         tracker.remove()
-    (start, got), = rows
+    return rows
+
+
+def test_one_forward_matches_eager_attention(lm):
+    ct, context, response_start = _transcript(lm)
+    (start, got), = _tracked(lm, context, response_start, lambda: lm.model(torch.tensor([ct.input_ids])))
     assert start == 0 and got.shape == (len(ct.input_ids), len(HEADS))
     want = _reference(lm, ct.input_ids, context, response_start)
     torch.testing.assert_close(got[response_start:], want[response_start:], atol=1e-4, rtol=1e-4)
@@ -65,16 +70,13 @@ def test_one_forward_matches_eager_attention(lm):
 def test_token_by_token_decode_matches_one_forward(lm):
     """The decode path scores each new query against the kept keys only (linear per token)."""
     ct, context, response_start = _transcript(lm)
-    rows = []
-    tracker = LookbackTracker(lm.model, HEADS, emit=lambda start, r: rows.append((start, r)))
-    try:
-        tracker.begin(context, response_start)
-        with torch.no_grad():
-            out = lm.model(torch.tensor([ct.input_ids[:response_start]]), use_cache=True)
-            for tok in ct.input_ids[response_start:]:
-                out = lm.model(torch.tensor([[tok]]), past_key_values=out.past_key_values, use_cache=True)
-    finally:
-        tracker.remove()
+
+    def decode():
+        out = lm.model(torch.tensor([ct.input_ids[:response_start]]), use_cache=True)
+        for tok in ct.input_ids[response_start:]:
+            out = lm.model(torch.tensor([[tok]]), past_key_values=out.past_key_values, use_cache=True)
+
+    rows = _tracked(lm, context, response_start, decode)
     assert [s for s, _ in rows] == [0] + list(range(response_start, len(ct.input_ids)))
     got = torch.cat([r for _, r in rows])
     want = _reference(lm, ct.input_ids, context, response_start)

@@ -18,8 +18,17 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import torch
-from latentwatch.detectors.base import ROLE_NAMES, Detector, Evidence, Score, Span, TokenRows, register, sigmoid
-from safetensors.torch import load_file
+from latentwatch.detectors.base import (
+    ROLE_NAMES,
+    Detector,
+    Evidence,
+    LinearProbe,
+    Score,
+    Span,
+    TokenRows,
+    register,
+    sigmoid,
+)
 
 TOP_EVIDENCE = 5
 
@@ -47,12 +56,8 @@ class LatentProbe(Detector):
         if self.pooling not in ("mean", "window"):
             raise ValueError(f"{spec.name}: pooling must be 'mean' or 'window'")
         self.window = int(p.get("window", 8))
-        probe = load_file(str(spec.artifact(p["probe"])))
-        self.indices = probe["indices"].long()
-        self.weights = probe["weights"].float()
-        self.bias = float(probe["bias"])
-        self.mean = probe["mean"].float()
-        self.scale = probe["scale"].float()
+        self.probe = LinearProbe.load(spec.artifact(p["probe"]))
+        self.indices, self.weights, self.bias = self.probe.indices, self.probe.weights, self.probe.bias
         if int(self.indices.max()) >= sae.d_sae:
             raise ValueError(f"{spec.name}: probe indexes latent {int(self.indices.max())} >= d_sae {sae.d_sae}")
 
@@ -103,7 +108,7 @@ class LatentProbe(Detector):
         return self._score(state.total / state.count, state.first, state.last + 1)
 
     def _score(self, pooled: torch.Tensor, start: int, end: int) -> Score:
-        contrib = self.weights * (pooled - self.mean) / self.scale
+        contrib = self.probe.contributions(pooled)
         value = sigmoid(float(contrib.sum()) + self.bias)
         order = torch.argsort(contrib, descending=True)[:TOP_EVIDENCE]
         evidence = [

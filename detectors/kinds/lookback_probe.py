@@ -23,13 +23,13 @@ from latentwatch.detectors.base import (
     AttentionRows,
     Detector,
     Evidence,
+    LinearProbe,
     Score,
     Span,
     TokenRows,
     register,
     sigmoid,
 )
-from safetensors.torch import load_file
 
 TOP_EVIDENCE = 5
 
@@ -57,12 +57,8 @@ class LookbackProbe(Detector):
             raise ValueError(f"{spec.name}: lookback_probe needs params.heads")
         self.roles = torch.tensor([ROLE_NAMES[r] for r in p.get("roles", ["response"])])
         self.min_tokens = int(p.get("min_tokens", 4))
-        probe = load_file(str(spec.artifact(p["probe"])))
-        self.indices = probe["indices"].long()
-        self.weights = probe["weights"].float()
-        self.bias = float(probe["bias"])
-        self.mean = probe["mean"].float()
-        self.scale = probe["scale"].float()
+        self.probe = LinearProbe.load(spec.artifact(p["probe"]))
+        self.indices, self.weights, self.bias = self.probe.indices, self.probe.weights, self.probe.bias
         if len(self.weights) != len(self._heads) + len(self.indices):
             raise ValueError(
                 f"{spec.name}: probe has {len(self.weights)} weights for {len(self._heads)} heads "
@@ -109,7 +105,7 @@ class LookbackProbe(Detector):
         lookback = state.lookback_sum / max(state.lookback_n, 1)
         latents = state.latent_sum / max(state.latent_n, 1)
         x = torch.cat([lookback, latents])
-        contrib = self.weights * (x - self.mean) / self.scale
+        contrib = self.probe.contributions(x)
         value = sigmoid(float(contrib.sum()) + self.bias)
         evidence = []
         for i in torch.argsort(contrib, descending=True)[:TOP_EVIDENCE].tolist():
