@@ -81,8 +81,8 @@ def run_demo(
                     print(f"      {v.explanation}")
                 for e in [e for e in v.evidence if not e.missing][:3] + [e for e in v.evidence if e.missing][:3]:
                     label = f" '{e.label}'" if e.label else ""
-                    what = "expected, missing: max activation" if e.missing else "activation"
-                    print(f"      {e.sae_id} latent {e.index}{label}: {what} {e.activation:.2f}")
+                    what = "expected, missing" if e.missing else f"activation {e.activation:.2f}"
+                    print(f"      {e.sae_id} latent {e.index}{label}: {what}")
     finally:
         capture.remove()
         client.close()

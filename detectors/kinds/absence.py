@@ -5,8 +5,8 @@ the ``expected`` detector must fire within the first ``within_tokens`` tokens
 of the ``watch_role`` span (e.g. a refusal within the first 24 response
 tokens). If that many tokens pass, or the request ends, without it, the rule
 holds and the detector flags, naming what fired (the trigger's latents) and
-what was expected and missing (the expected detector's latents, marked
-``missing``, with the most they reached).
+what was expected and missing (the latents the expected detector looks for
+that did not carry its score, marked ``missing``).
 
 Parameters: ``trigger`` and ``expected`` (detector names; the trigger may
 also be ``span:ROLE``, satisfied when the request declares a non-empty span
@@ -107,8 +107,9 @@ class Absence(Detector):
             value = min(value, 0.49)  # the expected signal came: the rule does not hold
         start = state.watch_start if state.watch_start >= 0 else trig.score.token_start
         end = state.last_position + 1 if state.last_position >= 0 else trig.score.token_end
-        seen = {(e.sae_id, e.index): e.activation for e in (exp.score.evidence if exp.score else [])}
-        missing = [replace(e, activation=seen.get((e.sae_id, e.index), 0.0), missing=True) for e in exp.signature]
+        # Missing: latents the expected detector looks for that did not carry its best score.
+        seen = {(e.sae_id, e.index) for e in (exp.score.evidence if exp.score else [])}
+        missing = [replace(e, missing=True) for e in exp.signature if (e.sae_id, e.index) not in seen]
         fired = (
             f"{self.trigger.removeprefix('span:')} supplied" if self.trigger_role is not None
             else f"{self.trigger} fired ({trig.score.value:.2f} >= {trig.threshold:.2f})"
@@ -124,6 +125,6 @@ class Absence(Detector):
             value=value,
             token_start=start,
             token_end=end,
-            evidence=[*trig.score.evidence, *missing],
+            evidence=[*trig.score.evidence, *missing] if value >= 0.5 else [],
             explanation=explanation,
         )
