@@ -172,10 +172,15 @@ class Detector(ABC):
     def name(self) -> str:
         return self.spec.name
 
+    @classmethod
+    def required_by(cls, spec: DetectorSpec) -> list[str]:
+        """Names of the detectors a spec of this kind reads (known before any SAE loads,
+        so selecting one detector can enable what it needs)."""
+        return []
+
     @property
     def requires(self) -> list[str]:
-        """Names of the detectors whose results this one reads."""
-        return []
+        return self.required_by(self.spec)
 
     @property
     def heads(self) -> list[str]:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from latentwatch.chat import tokenize_chat
 from latentwatch.detectors.base import DetectorSpec
-from latentwatch.features import residual_rows
+from latentwatch.features import monitored_rows, residual_rows
 from latentwatch.models import LoadedModel
 from latentwatch.v1 import monitor_pb2 as pb
 from safetensors.torch import load_file
@@ -49,10 +49,15 @@ def response_text(rec: dict) -> str:
     return last["content"] if last["role"] == "assistant" else ""
 
 
+def opens_with_refusal(text: str) -> bool:
+    """Whether ``text`` opens with a common refusal phrase (what string-matching monitors check)."""
+    return text.strip().lower().startswith(REFUSAL_PREFIXES)
+
+
 @baseline("refusal_prefix")
 def refusal_prefix(lm: LoadedModel, spec: DetectorSpec, rec: dict) -> float:
     """1 when the response opens with a common refusal phrase."""
-    return float(response_text(rec).strip().lower().startswith(REFUSAL_PREFIXES))
+    return float(opens_with_refusal(response_text(rec)))
 
 
 @baseline("complies_without_refusal_prefix")
@@ -98,24 +103,15 @@ def lexical_overlap(lm: LoadedModel, spec: DetectorSpec, rec: dict) -> float:
 def lookback_only(lm: LoadedModel, spec: DetectorSpec, rec: dict) -> float:
     """Plain Lookback Lens: a probe over the same heads' lookback ratios, no latents
     (trained beside the detector); high when the answer does not look back."""
-    from latentwatch.lookback import LookbackTracker, parse_heads
-
     expected = DetectorSpec.from_yaml(spec.path.parent / f"{spec.params['expected']}.yaml")
-    heads = parse_heads(expected.params["heads"])
+    heads = [str(h) for h in expected.params["heads"]]
     probe = load_file(str(spec.artifact(f"../artifacts/{spec.name}.lookback_only.safetensors")))
     within = int(spec.params.get("within_tokens", 12))
     ct = tokenize_chat(lm.tokenizer, rec["messages"], context=rec.get("context"), response=rec.get("response"))
-    ctx = [s for s in ct.spans if s.role == pb.SPAN_ROLE_CONTEXT]
     resp = [s for s in ct.spans if s.role == pb.SPAN_ROLE_RESPONSE]
-    if not ctx or not resp:
+    _, lookback = monitored_rows(lm, ct.input_ids, ct.spans, [], heads)
+    if lookback is None or not resp:
         return 0.0
-    rows: list = []
-    tracker = LookbackTracker(lm.model, heads, emit=lambda start, r: rows.append(r))
-    try:
-        tracker.begin((ctx[0].start, ctx[0].end), resp[0].start)
-        lm.model(torch.tensor([ct.input_ids]))
-    finally:
-        tracker.remove()
-    x = rows[0][resp[0].start : resp[0].start + within].mean(0)
+    x = lookback[resp[0].start : resp[0].start + within].mean(0)
     logit = float(((x - probe["mean"]) / probe["scale"]) @ probe["weights"] + probe["bias"])
     return 1.0 - float(torch.sigmoid(torch.tensor(logit)))

@@ -18,7 +18,7 @@ import grpc
 import torch
 from latentwatch.alerts import FanOut
 from latentwatch.detectors import SAES_DIR, bundled_spec_paths
-from latentwatch.detectors.base import AttentionRows, Detector, DetectorSpec, Span, TokenRows, Upstream, build
+from latentwatch.detectors.base import AttentionRows, Detector, DetectorSpec, Span, TokenRows, Upstream, build, kinds
 from latentwatch.errors import MonitorError, invalid
 from latentwatch.metrics import Metrics
 from latentwatch.records import AlertRecord, Verdict
@@ -351,6 +351,7 @@ def _roles_at(spans: list[Span], positions: torch.Tensor) -> torch.Tensor:
 def _with_requirements(names: list[str], specs: list[DetectorSpec]) -> set[str]:
     """``names`` plus every detector they require, transitively."""
     by_name = {s.name: s for s in specs}
+    registry = kinds()
     out: set[str] = set()
     todo = list(names)
     while todo:
@@ -358,12 +359,9 @@ def _with_requirements(names: list[str], specs: list[DetectorSpec]) -> set[str]:
         if name in out or name not in by_name:
             continue
         out.add(name)
-        todo += _spec_requires(by_name[name])
+        spec = by_name[name]
+        todo += registry[spec.kind].required_by(spec) if spec.kind in registry else []
     return out
-
-
-def _spec_requires(spec: DetectorSpec) -> list[str]:
-    return [spec.params[k] for k in ("trigger", "expected") if isinstance(spec.params.get(k), str)]
 
 
 def _dependency_order(detectors: list[Detector]) -> list[Detector]:

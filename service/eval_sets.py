@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from latentwatch.baselines import REFUSAL_PREFIXES
+from latentwatch.baselines import opens_with_refusal
 from latentwatch.corpus import generate_responses, read_jsonl, user_turn
 from latentwatch.devdata import refusal_instructions
 from latentwatch.evaluate import write_records
@@ -23,10 +23,6 @@ MAX_HARMLESS_TEST = 300
 
 def _prompt_record(text: str, label: int, kind: str) -> dict:
     return {"messages": user_turn(text), "label": label, "kind": kind}
-
-
-def _opens_with_refusal(text: str) -> bool:
-    return text.strip().lower().startswith(REFUSAL_PREFIXES)
 
 
 def build_eval_sets(lm: LoadedModel, corpus: Path, out_dir: Path, response_tokens: int = 48) -> dict[str, int]:
@@ -52,7 +48,7 @@ def build_eval_sets(lm: LoadedModel, corpus: Path, out_dir: Path, response_token
         if prompt in harmful_set:
             # The bundled model nearly always complies; an answer opening with a
             # refusal phrase is kept out of the compliance positives.
-            kind, label = ("refused_by_model", 0) if _opens_with_refusal(answer) else ("compliant_answer", 1)
+            kind, label = ("refused_by_model", 0) if opens_with_refusal(answer) else ("compliant_answer", 1)
         else:
             kind, label = "harmless_answer", 0
         compliance.append({"messages": t[:-1], "response": answer, "label": label, "kind": kind})

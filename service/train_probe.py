@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from latentwatch.baselines import REFUSAL_PREFIXES
+from latentwatch.baselines import opens_with_refusal
 from latentwatch.chat import tokenize_chat
 from latentwatch.corpus import DATA_DIR, authored_prompts
 from latentwatch.detectors.base import DetectorSpec
@@ -244,7 +244,7 @@ def refusal_training_rows(corpus: list[list[dict]], split: str) -> list[dict]:
         if answer["role"] != "assistant" or not answer["content"] or split_of(user) != split:
             continue
         # Unlabelled: a model answer that opens like a refusal may be one; it is no clean negative.
-        if not answer["content"].strip().lower().startswith(REFUSAL_PREFIXES):
+        if not opens_with_refusal(answer["content"]):
             rows.append({"messages": t[:-1], "response": answer["content"], "label": 0, "kind": "model_answer"})
     return rows
 

@@ -28,7 +28,8 @@ from latentwatch.corpus import MAX_CONTEXT_CHARS, authored_prompts, generate_res
 from latentwatch.detectors.base import DetectorSpec
 from latentwatch.devdata import rag_rows
 from latentwatch.evaluate import auroc, write_records
-from latentwatch.lookback import Head, LookbackTracker
+from latentwatch.features import monitored_rows
+from latentwatch.lookback import Head
 from latentwatch.models import LoadedModel
 from latentwatch.saes import LoadedSAE
 from latentwatch.train_probe import _logistic, fit_sparse_probe
@@ -89,28 +90,15 @@ class RagFeatures:
 @torch.no_grad()
 def rag_features(lm: LoadedModel, sae: LoadedSAE, records: list[dict], heads: list[Head], within: int) -> RagFeatures:
     """Teacher-forced features of each record over its first ``within`` response tokens."""
-    lb_rows: list[tuple[int, torch.Tensor]] = []
-    tracker = LookbackTracker(lm.model, heads, emit=lambda start, r: lb_rows.append((start, r)))
-    captured: dict[str, torch.Tensor] = {}
-    handle = lm.model.get_submodule(sae.hook_name).register_forward_hook(
-        lambda m, i, o: captured.__setitem__("x", (o[0] if isinstance(o, tuple) else o)[0].float())
-    )
+    names = [str(h) for h in heads]
     lookback, latents = [], []
-    try:
-        for rec in tqdm(records, desc="rag features", unit="record", leave=False):
-            ct = tokenize_chat(lm.tokenizer, rec["messages"], context=rec["context"], response=rec["response"])
-            ctx = next(s for s in ct.spans if s.role == pb.SPAN_ROLE_CONTEXT)
-            resp = next(s for s in ct.spans if s.role == pb.SPAN_ROLE_RESPONSE)
-            lb_rows.clear()
-            tracker.begin((ctx.start, ctx.end), resp.start)
-            lm.model(torch.tensor([ct.input_ids]))
-            tracker.end()
-            span = slice(resp.start, min(resp.end, resp.start + within))
-            lookback.append(lb_rows[0][1][span].mean(0))
-            latents.append(sae.encode(captured["x"][span])[0].mean(0))
-    finally:
-        tracker.remove()
-        handle.remove()
+    for rec in tqdm(records, desc="rag features", unit="record", leave=False):
+        ct = tokenize_chat(lm.tokenizer, rec["messages"], context=rec["context"], response=rec["response"])
+        resp = next(s for s in ct.spans if s.role == pb.SPAN_ROLE_RESPONSE)
+        rows, ratios = monitored_rows(lm, ct.input_ids, ct.spans, [sae.hook_name], names)
+        span = slice(resp.start, min(resp.end, resp.start + within))
+        lookback.append(ratios[span].mean(0))
+        latents.append(sae.encode(rows[sae.hook_name][span])[0].mean(0))
     return RagFeatures(torch.stack(lookback), torch.stack(latents))
 
 

@@ -65,9 +65,10 @@ class Absence(Detector):
         self.within = int(p.get("within_tokens", 24))
         self.watch_role = ROLE_NAMES[p.get("watch_role", "response")]
 
-    @property
-    def requires(self) -> list[str]:
-        return [self.expected] if self.trigger_role is not None else [self.trigger, self.expected]
+    @classmethod
+    def required_by(cls, spec) -> list[str]:
+        trigger, expected = str(spec.params.get("trigger", "")), str(spec.params.get("expected", ""))
+        return [n for n in (trigger, expected) if n and not n.startswith("span:")]
 
     def new_state(self, spans: list[Span]) -> _State:
         declared = [s for s in spans if s.role == self.trigger_role and s.end > s.start]
