@@ -45,16 +45,21 @@ class SQLiteSink:
             " score REAL, threshold REAL, token_start INTEGER, token_end INTEGER,"
             " timestamp REAL, low_confidence INTEGER, evidence TEXT)"
         )
+        # Columns added since the first schema: new files and files written before get them alike.
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(alerts)")}
+        for column in ("explanation", "text"):
+            if column not in have:
+                self._db.execute(f"ALTER TABLE alerts ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
         self._db.commit()
 
     def emit(self, alert: AlertRecord) -> None:
         d = alert.to_dict()
         d["evidence"] = json.dumps(d["evidence"])
         d["low_confidence"] = int(d["low_confidence"])
+        columns = ", ".join(d)
         with self._lock:
             self._db.execute(
-                "INSERT OR IGNORE INTO alerts VALUES (:alert_id, :request_id, :model_id, :detector, :score,"
-                " :threshold, :token_start, :token_end, :timestamp, :low_confidence, :evidence)",
+                f"INSERT OR IGNORE INTO alerts ({columns}) VALUES ({', '.join(':' + k for k in d)})",
                 d,
             )
             self._db.commit()

@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import grpc
 import torch
@@ -29,9 +29,13 @@ from latentwatch.detectors.base import Span
 from latentwatch.engine import Engine
 from latentwatch.lookback import LookbackTracker, parse_heads
 from latentwatch.records import Verdict
+from latentwatch.security import ClientAuth
 from latentwatch.tensors import to_wire
 from latentwatch.v1 import monitor_pb2 as pb
 from latentwatch.v1 import monitor_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,7 @@ class _Rows(NamedTuple):
     start: int
     rows: torch.Tensor
     heads: tuple[str, ...] | None = None  # set for lookback ratios
+    text: tuple[str, ...] | None = None  # each row's token text, when the capture sends it
 
     def to_message(self, drops: int) -> pb.ClientMessage:
         if self.heads is not None:
@@ -88,6 +93,7 @@ class _Rows(NamedTuple):
                 start_position=self.start,
                 activations=to_wire(self.rows),
                 dropped_since_last=drops,
+                token_text=self.text or (),
             )
         )
 
@@ -108,7 +114,11 @@ class LocalMonitor:
     def start_request(self, request_id: str, spans: list[Span]) -> None:
         self.engine.start(request_id, self.model_id, spans)
 
-    def send_chunk(self, request_id: str, hook_name: str, start_position: int, rows: torch.Tensor) -> None:
+    def send_chunk(
+        self, request_id: str, hook_name: str, start_position: int, rows: torch.Tensor, text: tuple[str, ...] = ()
+    ) -> None:
+        if text:
+            self.engine.add_text(request_id, start_position, list(text))
         for v in self.engine.add_chunk(request_id, hook_name, start_position, rows.float()):
             if self.on_verdict:
                 self.on_verdict(v)
@@ -144,8 +154,10 @@ class GrpcMonitorClient:
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
         max_rows_per_chunk: int = 64,
+        auth: ClientAuth | None = None,
     ):
         self.target = target
+        self.auth = auth or ClientAuth()
         self.model_id = model_id
         self.max_buffer = max_buffer
         self.max_rows_per_chunk = max_rows_per_chunk
@@ -175,9 +187,11 @@ class GrpcMonitorClient:
         )
         self._put(pb.ClientMessage(start=msg), droppable=False)
 
-    def send_chunk(self, request_id: str, hook_name: str, start_position: int, rows: torch.Tensor) -> None:
+    def send_chunk(
+        self, request_id: str, hook_name: str, start_position: int, rows: torch.Tensor, text: tuple[str, ...] = ()
+    ) -> None:
         # Serialisation happens on the sender thread; the caller only enqueues.
-        self._put(_Rows(request_id, hook_name, start_position, rows), droppable=True)
+        self._put(_Rows(request_id, hook_name, start_position, rows, text=text or None), droppable=True)
 
     def send_attention(self, request_id: str, start_position: int, heads: list[str], lookback: torch.Tensor) -> None:
         self._put(_Rows(request_id, "", start_position, lookback, tuple(heads)), droppable=True)
@@ -243,6 +257,7 @@ class GrpcMonitorClient:
         the sidecar keeps up this finds nothing; when it lags, per-token
         decode rows travel as one message instead of many."""
         parts = [item.rows]
+        texts = [item.text]
         start = item.start
         end = start + item.rows.shape[0]
         skipped: list = []
@@ -256,20 +271,26 @@ class GrpcMonitorClient:
             if same_stream and nxt.start == end:
                 self._chunks_buffered -= 1
                 parts.append(nxt.rows)
+                texts.append(nxt.text)
                 end += nxt.rows.shape[0]
             else:
                 skipped.append(entry)
         self._buf.extendleft(reversed(skipped))
-        return item._replace(rows=parts[0] if len(parts) == 1 else torch.cat(parts))
+        if len(parts) == 1:
+            return item
+        # Text stays aligned with rows only if every merged piece carries it.
+        text = tuple(t for part in texts for t in part) if all(texts) else None
+        return item._replace(rows=torch.cat(parts), text=text)
 
     def _run(self) -> None:
         delay = self._backoff[0]
+        warned = False
         while not self._closed:
             with self._cv:
                 self._epoch += 1
                 epoch = self._epoch
             try:
-                with grpc.insecure_channel(self.target) as channel:
+                with self.auth.channel(self.target) as channel:
                     grpc.channel_ready_future(channel).result(timeout=delay * 10)
                     self._connected.set()
                     delay = self._backoff[0]
@@ -279,7 +300,12 @@ class GrpcMonitorClient:
                         return
             except (grpc.RpcError, grpc.FutureTimeoutError) as exc:
                 self._connected.clear()
-                log.debug("sidecar stream broke (%s); retrying in %.2fs", exc, delay)
+                refused = isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.UNAUTHENTICATED
+                # A refused token is a configuration mistake someone must see (once, not every retry);
+                # a sidecar away is routine.
+                level = logging.WARNING if refused and not warned else logging.DEBUG
+                warned = refused
+                log.log(level, "sidecar stream broke (%s); retrying in %.2fs", exc, delay)
             with self._cv:
                 self._epoch += 1  # stop the old request iterator
                 self._cv.notify_all()
@@ -315,15 +341,30 @@ class HFCapture:
     ``generate`` or forward call in ``with capture.request(id, spans):``.
     Batched serving is the vLLM integration's job. Lookback ratios are
     computed only for requests that carry a CONTEXT span.
+
+    With a ``tokenizer``, each forward's tokens are decoded and sent with the
+    first hook's rows, so alerts can quote the flagged tokens where the
+    sidecar's ``alert_text`` setting allows it (it keeps none by default).
     """
 
-    def __init__(self, model: torch.nn.Module, hook_names: list[str], monitor: Monitor, heads: list[str] = ()):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        hook_names: list[str],
+        monitor: Monitor,
+        heads: list[str] = (),
+        tokenizer: PreTrainedTokenizerBase | None = None,
+    ):
         self.monitor = monitor
         self.hook_names = hook_names
         self.heads = [str(h) for h in parse_heads(list(heads))]
         self._active: str | None = None
         self._positions: dict[str, int] = {}
+        self._tokenizer = tokenizer
+        self._text: tuple[str, ...] = ()  # the current forward's token text
         self._handles = [model.get_submodule(name).register_forward_hook(self._hook(name)) for name in hook_names]
+        if tokenizer is not None:
+            self._handles.append(model.register_forward_pre_hook(self._read_tokens, with_kwargs=True))
         self._lookback = LookbackTracker(model, parse_heads(self.heads), emit=self._emit_lookback) if heads else None
 
     def _hook(self, name: str):
@@ -336,9 +377,19 @@ class HFCapture:
             rows = hidden[0].detach().to("cpu", copy=True)
             start = self._positions[name]
             self._positions[name] = start + rows.shape[0]
-            self.monitor.send_chunk(self._active, name, start, rows)
+            text = self._text if name == self.hook_names[0] and len(self._text) == rows.shape[0] else ()
+            self.monitor.send_chunk(self._active, name, start, rows, text)
 
         return fn
+
+    def _read_tokens(self, module, args, kwargs) -> None:
+        """Decode the tokens this forward feeds the model (none when it is given embeddings)."""
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if self._active is None or ids is None or ids.dim() != 2 or ids.shape[0] != 1:
+            self._text = ()
+            return
+        pieces = [[i] for i in ids[0].tolist()]
+        self._text = tuple(self._tokenizer.batch_decode(pieces, clean_up_tokenization_spaces=False))
 
     def _emit_lookback(self, start: int, ratios: torch.Tensor) -> None:
         if self._active is not None:

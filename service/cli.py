@@ -26,6 +26,12 @@ def _config(args):
         sqlite_path=getattr(args, "sqlite", None),
         metrics_port=getattr(args, "metrics_port", None),
         detectors=getattr(args, "detectors", None),
+        tls_cert=getattr(args, "tls_cert", None),
+        tls_key=getattr(args, "tls_key", None),
+        tls_client_ca=getattr(args, "tls_client_ca", None),
+        auth_token_file=getattr(args, "auth_token_file", None),
+        allow_insecure=getattr(args, "allow_insecure", None),
+        alert_text=getattr(args, "alert_text", None),
     )
 
 
@@ -226,10 +232,21 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--config", help="YAML settings file (see README: Configuration)")
         sp.add_argument("--detectors", type=lambda s: s.split(","), help="comma-separated detectors to enable")
         if server:
-            sp.add_argument("--listen", help="host:port or unix:///path.sock (default 127.0.0.1:50051)")
+            sp.add_argument("--listen", help="unix:PATH or host:port (default unix:latentwatch-data/monitor.sock)")
             sp.add_argument("--redis-url", help="send alerts to this Redis (Streams) instead of SQLite")
             sp.add_argument("--sqlite", help="SQLite alert file when no Redis is configured")
             sp.add_argument("--metrics-port", type=int, help="port of /metrics (default 9464)")
+            sp.add_argument("--tls-cert", help="PEM certificate chain: serve TLS (with --tls-key)")
+            sp.add_argument("--tls-key", help="PEM private key of --tls-cert")
+            sp.add_argument("--tls-client-ca", help="PEM CA: require client certificates it signed (mutual TLS)")
+            sp.add_argument("--auth-token-file", help="require 'authorization: Bearer <token>' with the token here")
+            sp.add_argument(
+                "--allow-insecure",
+                action="store_true",
+                default=None,
+                help="serve a network-reachable address without TLS and client authentication",
+            )
+            sp.add_argument("--alert-text", choices=["none", "hashed", "full"], help="text in alerts (default none)")
 
     sp = sub.add_parser("serve", help="run the sidecar")
     common(sp)

@@ -13,11 +13,14 @@ from pathlib import Path
 
 import yaml
 from latentwatch.detectors import bundled_spec_paths
+from latentwatch.redaction import check_mode
 
 
 @dataclass
 class Config:
-    listen: str = "127.0.0.1:50051"  # or unix:///path/to.sock; never 0.0.0.0 unless you mean it
+    # A unix socket by default: only processes that may open the file can connect. host:port also
+    # works; a non-loopback one needs TLS and client authentication (see latentwatch.security).
+    listen: str = "unix:latentwatch-data/monitor.sock"
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = 9464  # None disables the /metrics endpoint
     redis_url: str | None = None  # alerts go to SQLite when unset
@@ -32,6 +35,31 @@ class Config:
     max_tokens_per_request: int = 65_536
     queue_size: int = 256
     max_message_bytes: int = 64 * 1024 * 1024
+    tls_cert: str | None = None  # PEM certificate chain of the gRPC port; TLS when set (with tls_key)
+    tls_key: str | None = None  # PEM private key
+    tls_client_ca: str | None = None  # PEM CA bundle: mutual TLS, clients must present a certificate it signed
+    auth_token: str | None = field(default=None, repr=False)  # bearer token; prefer the env or auth_token_file
+    auth_token_file: str | None = None  # file holding the bearer token
+    allow_insecure: bool = False  # accept a network-reachable port without TLS and client authentication
+    alert_text: str = "none"  # what alerts carry of the flagged tokens' text: none, hashed or full
+
+    def __post_init__(self) -> None:
+        check_mode(self.alert_text)
+        if self.auth_token is not None and self.auth_token_file is not None:
+            raise ValueError("set auth_token or auth_token_file, not both")
+
+    def bearer_token(self) -> str | None:
+        """The token clients must present, read from auth_token_file when that is set."""
+        if self.auth_token_file is None:
+            token = self.auth_token
+        else:
+            path = Path(self.auth_token_file)
+            if not path.is_file():
+                raise FileNotFoundError(f"auth_token_file: no file at {path}")
+            token = path.read_text().strip()
+        if token is not None and not token.strip():
+            raise ValueError("the bearer token is empty")
+        return token
 
     def spec_paths(self) -> list[Path]:
         return [Path(p) for p in self.detector_specs] if self.detector_specs else bundled_spec_paths()
@@ -49,7 +77,10 @@ class Config:
         for name, f in fields.items():
             key = f"LATENTWATCH_{name.upper()}"
             if key in env:
-                values[name] = _parse(env[key], f.type)
+                try:
+                    values[name] = _parse(env[key], f.type)
+                except ValueError as exc:
+                    raise ValueError(f"{key}: {exc}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         unknown = set(values) - set(fields)
         if unknown:
@@ -57,8 +88,15 @@ class Config:
         return cls(**values)
 
 
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 def _parse(text: str, type_name: str):
     t = str(type_name)
+    if t.startswith("bool"):
+        if text.lower() not in _BOOLEANS:
+            raise ValueError(f"expected true or false, not {text!r}")
+        return _BOOLEANS[text.lower()]
     if t.startswith("list"):
         return [s for s in text.split(",") if s]
     if t.startswith("int"):

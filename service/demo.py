@@ -1,6 +1,6 @@
 """``latentwatch demo``: everything on embedded defaults, end to end.
 
-Starts a sidecar on loopback, loads the bundled model with capture hooks,
+Starts a sidecar on a local socket, loads the bundled model with capture hooks,
 generates answers to a few authored prompts, and prints each verdict with the
 latents behind it, then where the metrics and alerts are.
 """
@@ -18,6 +18,7 @@ from latentwatch.chat import tokenize_chat
 from latentwatch.config import Config
 from latentwatch.detectors.base import Span
 from latentwatch.models import load_model
+from latentwatch.security import ClientAuth
 from latentwatch.server import SidecarThread
 from latentwatch.v1 import monitor_pb2 as pb
 
@@ -40,8 +41,8 @@ def _free(port: int) -> bool:
 def run_demo(
     cfg: Config, model: str, max_new_tokens: int = 32, prompts: list[tuple[str, str | None]] | None = None
 ) -> int:
-    if cfg.listen == Config.listen and not _free(int(cfg.listen.rsplit(":", 1)[1])):
-        cfg.listen = "127.0.0.1:0"
+    if cfg.tls_cert or cfg.tls_client_ca:
+        raise ValueError("the demo's client connects without TLS; try TLS settings with `latentwatch serve`")
     if cfg.metrics_port and not _free(cfg.metrics_port):
         cfg.metrics_port = 0
     print("starting sidecar ...", flush=True)
@@ -50,10 +51,10 @@ def run_demo(
     print(f"  gRPC on {sidecar.address}; detectors: {', '.join(d.name for d in engine.detectors)}")
     print(f"loading {model} ...", flush=True)
     lm = load_model(model)
-    client = GrpcMonitorClient(sidecar.address, lm.model_id)
+    client = GrpcMonitorClient(sidecar.address, lm.model_id, auth=ClientAuth(token=cfg.bearer_token()))
     client.wait_connected(10)
-    capture = HFCapture(lm.model, engine.hook_names, client, heads=engine.heads)
     tok = lm.tokenizer
+    capture = HFCapture(lm.model, engine.hook_names, client, heads=engine.heads, tokenizer=tok)
     try:
         for prompt, context in prompts or DEMO_PROMPTS:
             request_id = f"demo-{uuid.uuid4().hex[:8]}"

@@ -22,6 +22,7 @@ from latentwatch.detectors.base import AttentionRows, Detector, DetectorSpec, Sp
 from latentwatch.errors import MonitorError, invalid
 from latentwatch.metrics import Metrics
 from latentwatch.records import AlertRecord, Verdict
+from latentwatch.redaction import check_mode, redact
 from latentwatch.saes import MIN_TOKENS_FOR_CONFIDENCE, LoadedSAE, fvu, load_sae
 from latentwatch.v1 import monitor_pb2 as pb
 
@@ -45,6 +46,7 @@ class _Session:
     # per SAE: [squared error, squared deviation, tokens] accumulated over the request
     recon: dict[str, list[float]] = field(default_factory=dict)
     last_score: dict[str, Any] = field(default_factory=dict)
+    text: dict[int, str] = field(default_factory=dict)  # token text by position; kept only if alerts may use it
 
 
 class Engine:
@@ -55,6 +57,7 @@ class Engine:
         metrics: Metrics | None = None,
         limits: Limits | None = None,
         extra_saes: list[LoadedSAE] | None = None,
+        alert_text: str = "none",
     ):
         self.detectors = _dependency_order(detectors)
         # SAEs no detector reads are still encoded, for the reconstruction-health metric.
@@ -68,6 +71,7 @@ class Engine:
         self.sink = sink or FanOut([])
         self.metrics = metrics or Metrics()
         self.limits = limits or Limits()
+        self.alert_text = check_mode(alert_text)  # latentwatch.redaction: none, hashed or full
         self._sessions: dict[str, _Session] = {}
         self._lock = threading.Lock()
 
@@ -131,6 +135,15 @@ class Engine:
                 last_seen=time.monotonic(),
             )
             self.metrics.active_requests.set(len(self._sessions))
+
+    def add_text(self, request_id: str, start_position: int, pieces: list[str]) -> None:
+        """Record the text of tokens at consecutive positions, for alerts to quote (see
+        latentwatch.redaction). With ``alert_text: none`` the text is not kept at all."""
+        with self._lock:
+            session = self._session(request_id)
+            positions = self._positions(session, start_position, len(pieces))
+            if self.alert_text != "none":
+                session.text.update(zip(positions.tolist(), pieces, strict=True))
 
     def add_chunk(self, request_id: str, hook_name: str, start_position: int, acts: torch.Tensor) -> list[Verdict]:
         """Score a chunk of already-decoded fp32 activations; return new flags."""
@@ -221,10 +234,13 @@ class Engine:
         spans: list[Span],
         chunks: list[tuple[str, int, torch.Tensor]],
         attention: list[tuple[int, list[str], torch.Tensor]] = (),
+        text: list[tuple[int, list[str]]] = (),
     ):
         """Score a whole transcript at once (the unary Score RPC, offline scoring)."""
         self.start(request_id, model_id, spans)
         try:
+            for start_position, pieces in text:
+                self.add_text(request_id, start_position, pieces)
             for start_position, heads, lookback in attention:
                 self.add_attention(request_id, start_position, heads, lookback)
             for hook_name, start_position, acts in chunks:
@@ -332,6 +348,7 @@ class Engine:
                     low_confidence=session.low_confidence,
                     evidence=s.evidence,
                     explanation=s.explanation,
+                    text=redact([session.text.get(p, "") for p in range(s.token_start, s.token_end)], self.alert_text),
                 )
             )
         elif not final and det.name in session.flagged:

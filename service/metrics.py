@@ -75,4 +75,9 @@ class Metrics:
             "Alerts not delivered to a slow WatchAlerts client.",
             registry=r,
         )
+        self.unauthenticated = Counter(
+            "latentwatch_unauthenticated_calls_total",
+            "Calls refused for a missing or wrong bearer token.",
+            registry=r,
+        )
         Info("latentwatch_build", "Build information.", registry=r).info({"version": __version__})

@@ -65,6 +65,7 @@ class AlertRecord:
     low_confidence: bool = False
     evidence: list[Evidence] = field(default_factory=list)
     explanation: str = ""
+    text: str = ""  # the flagged tokens' text, already redacted per alert_text (latentwatch.redaction)
     alert_id: str = ""
 
     def __post_init__(self) -> None:

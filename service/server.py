@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import torch
@@ -25,6 +27,7 @@ from latentwatch.detectors.base import Span
 from latentwatch.engine import Engine, Limits
 from latentwatch.errors import MonitorError
 from latentwatch.metrics import Metrics
+from latentwatch.security import BearerTokenInterceptor, check_exposure, server_credentials
 from latentwatch.tensors import from_wire
 from latentwatch.v1 import monitor_pb2 as pb
 from latentwatch.v1 import monitor_pb2_grpc as pb_grpc
@@ -63,6 +66,8 @@ class MonitorServicer(pb_grpc.MonitorServicer):
         acts = from_wire(c.activations, saes[0].d_in)
         if c.token_ids and len(c.token_ids) != acts.shape[0]:
             raise MonitorError(f"{len(c.token_ids)} token_ids for {acts.shape[0]} rows")
+        if c.token_text and len(c.token_text) != acts.shape[0]:
+            raise MonitorError(f"{len(c.token_text)} token_text entries for {acts.shape[0]} rows")
         return acts
 
     def handle_many(self, batch: list[tuple[pb.ClientMessage, float]]) -> list[pb.ServerMessage]:
@@ -81,7 +86,10 @@ class MonitorServicer(pb_grpc.MonitorServicer):
                 request_id = c.request_id
                 if c.dropped_since_last:
                     self.metrics.dropped.labels("client_buffer_full").inc(c.dropped_since_last)
-                verdicts = self.engine.add_chunk(request_id, c.hook_name, c.start_position, self._decode_chunk(c))
+                acts = self._decode_chunk(c)
+                if c.token_text:
+                    self.engine.add_text(request_id, c.start_position, list(c.token_text))
+                verdicts = self.engine.add_chunk(request_id, c.hook_name, c.start_position, acts)
                 self.metrics.latency.observe(time.perf_counter() - received)
                 return [pb.ServerMessage(verdict=v.to_pb()) for v in verdicts]
             if kind == "attention":
@@ -144,8 +152,9 @@ class MonitorServicer(pb_grpc.MonitorServicer):
         def run():
             chunks = [(c.hook_name, c.start_position, self._decode_chunk(c)) for c in request.chunks]
             attention = [(a.start_position, list(a.heads), _lookback(a)) for a in request.attention]
+            text = [(c.start_position, list(c.token_text)) for c in request.chunks if c.token_text]
             start = request.start
-            return self.engine.score(start.request_id, start.model_id, _spans(start), chunks, attention)
+            return self.engine.score(start.request_id, start.model_id, _spans(start), chunks, attention, text)
 
         try:
             verdicts = await asyncio.get_running_loop().run_in_executor(self.pool, run)
@@ -224,22 +233,31 @@ def build_engine(cfg: Config, metrics: Metrics) -> tuple[Engine, FanOut, Broadca
         sink=fan,
         metrics=metrics,
         limits=Limits(cfg.session_ttl_s, cfg.max_sessions, cfg.max_tokens_per_request),
+        alert_text=cfg.alert_text,
     )
     return engine, fan, broadcaster
 
 
 async def start_sidecar(cfg: Config) -> Sidecar:
+    # Security settings are checked before the (slow) engine load, so a mistake fails at once.
+    token = cfg.bearer_token()
+    credentials = server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)
+    check_exposure(cfg.listen, credentials is not None, bool(cfg.tls_client_ca or token), cfg.allow_insecure)
+    _prepare_unix_socket(cfg.listen)
     metrics = Metrics()
     engine, fan, broadcaster = build_engine(cfg, metrics)
     servicer = MonitorServicer(engine, broadcaster, cfg.queue_size)
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", cfg.max_message_bytes)])
+    interceptors = [BearerTokenInterceptor(token, metrics.unauthenticated.inc)] if token else []
+    server = grpc.aio.server(
+        options=[("grpc.max_receive_message_length", cfg.max_message_bytes)], interceptors=interceptors
+    )
     pb_grpc.add_MonitorServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(cfg.listen)
+    port = server.add_secure_port(cfg.listen, credentials) if credentials else server.add_insecure_port(cfg.listen)
     if port == 0:
         raise OSError(f"cannot listen on {cfg.listen}")
     address = cfg.listen if cfg.listen.startswith("unix:") else f"{cfg.listen.rsplit(':', 1)[0]}:{port}"
@@ -254,6 +272,22 @@ async def start_sidecar(cfg: Config) -> Sidecar:
         metrics_port = metrics_http[0].server_port
     expiry = asyncio.get_running_loop().create_task(_expire_loop(servicer, cfg.session_ttl_s))
     return Sidecar(server, servicer, engine, fan, address, metrics_port, metrics_http, expiry)
+
+
+def _prepare_unix_socket(listen: str) -> None:
+    """Create a unix socket's folder, and refuse a path another live server answers on
+    (gRPC would silently take the path over)."""
+    if listen.startswith("unix://"):
+        path = Path(listen[len("unix://") :])
+    elif listen.startswith("unix:"):
+        path = Path(listen[len("unix:") :])
+    else:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_socket():
+        with socket.socket(socket.AF_UNIX) as probe:
+            if probe.connect_ex(str(path)) == 0:
+                raise ValueError(f"cannot listen on {listen}: another server answers there; stop it or choose another")
 
 
 async def _expire_loop(servicer: MonitorServicer, ttl: float) -> None:
@@ -273,7 +307,12 @@ class SidecarThread:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="latentwatch-sidecar", daemon=True)
         self._thread.start()
-        self.sidecar: Sidecar = asyncio.run_coroutine_threadsafe(start_sidecar(cfg), self._loop).result()
+        try:
+            self.sidecar: Sidecar = asyncio.run_coroutine_threadsafe(start_sidecar(cfg), self._loop).result()
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+            raise
 
     @property
     def address(self) -> str:

@@ -27,8 +27,8 @@ def test_config_rejects_unknown_settings(tmp_path):
         Config.load(str(f), env={})
 
 
-def test_default_binds_to_loopback():
-    assert Config().listen.startswith("127.0.0.1:") and Config().metrics_host == "127.0.0.1"
+def test_default_binds_to_a_unix_socket_and_loopback():
+    assert Config().listen.startswith("unix:") and Config().metrics_host == "127.0.0.1"
 
 
 def test_committed_stubs_match_proto():

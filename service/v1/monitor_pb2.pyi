@@ -64,20 +64,22 @@ class RequestStart(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., model_id: _Optional[str] = ..., spans: _Optional[_Iterable[_Union[Span, _Mapping]]] = ...) -> None: ...
 
 class ActivationChunk(_message.Message):
-    __slots__ = ("request_id", "hook_name", "start_position", "activations", "token_ids", "dropped_since_last")
+    __slots__ = ("request_id", "hook_name", "start_position", "activations", "token_ids", "dropped_since_last", "token_text")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     HOOK_NAME_FIELD_NUMBER: _ClassVar[int]
     START_POSITION_FIELD_NUMBER: _ClassVar[int]
     ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     DROPPED_SINCE_LAST_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_TEXT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     hook_name: str
     start_position: int
     activations: Tensor
     token_ids: _containers.RepeatedScalarFieldContainer[int]
     dropped_since_last: int
-    def __init__(self, request_id: _Optional[str] = ..., hook_name: _Optional[str] = ..., start_position: _Optional[int] = ..., activations: _Optional[_Union[Tensor, _Mapping]] = ..., token_ids: _Optional[_Iterable[int]] = ..., dropped_since_last: _Optional[int] = ...) -> None: ...
+    token_text: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, request_id: _Optional[str] = ..., hook_name: _Optional[str] = ..., start_position: _Optional[int] = ..., activations: _Optional[_Union[Tensor, _Mapping]] = ..., token_ids: _Optional[_Iterable[int]] = ..., dropped_since_last: _Optional[int] = ..., token_text: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AttentionChunk(_message.Message):
     __slots__ = ("request_id", "start_position", "heads", "lookback", "dropped_since_last")
@@ -232,7 +234,7 @@ class WatchAlertsRequest(_message.Message):
     def __init__(self, detectors: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Alert(_message.Message):
-    __slots__ = ("alert_id", "request_id", "model_id", "detector", "score", "threshold", "token_start", "token_end", "evidence", "timestamp", "low_confidence", "explanation")
+    __slots__ = ("alert_id", "request_id", "model_id", "detector", "score", "threshold", "token_start", "token_end", "evidence", "timestamp", "low_confidence", "explanation", "text")
     ALERT_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -245,6 +247,7 @@ class Alert(_message.Message):
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     LOW_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
     alert_id: str
     request_id: str
     model_id: str
@@ -257,4 +260,5 @@ class Alert(_message.Message):
     timestamp: float
     low_confidence: bool
     explanation: str
-    def __init__(self, alert_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model_id: _Optional[str] = ..., detector: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., token_start: _Optional[int] = ..., token_end: _Optional[int] = ..., evidence: _Optional[_Iterable[_Union[LatentEvidence, _Mapping]]] = ..., timestamp: _Optional[float] = ..., low_confidence: _Optional[bool] = ..., explanation: _Optional[str] = ...) -> None: ...
+    text: str
+    def __init__(self, alert_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model_id: _Optional[str] = ..., detector: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., token_start: _Optional[int] = ..., token_end: _Optional[int] = ..., evidence: _Optional[_Iterable[_Union[LatentEvidence, _Mapping]]] = ..., timestamp: _Optional[float] = ..., low_confidence: _Optional[bool] = ..., explanation: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
