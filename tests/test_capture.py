@@ -103,13 +103,15 @@ def test_sender_coalesces_adjacent_rows_when_the_sidecar_lags():
         with client._cv:  # hold the lock so nothing is sent while we queue
             for pos in range(6):
                 for hook in ("a", "b"):
-                    client._buf.append((_Rows("r", hook, pos, torch.full((1, 2), float(pos))), True))
+                    rows = _Rows("r", hook, pos, torch.full((1, 2), float(pos)), text=(f"{hook}{pos}",))
+                    client._buf.append((rows, True))
                     client._chunks_buffered += 1
             first = client._buf.popleft()[0]
             client._chunks_buffered -= 1
             merged = client._coalesce(first)
             remaining = [e[0][:3] for e in client._buf]
         assert merged[:3] == ("r", "a", 0) and merged.rows[:, 0].tolist() == [0, 1, 2, 3]
+        assert merged.text == ("a0", "a1", "a2", "a3")  # token text stays aligned with its rows
         # rows of the other hook stay queued in order, and a's rows 4-5 wait for the next message
         b = [("r", "b", i) for i in range(4)]
         assert remaining[:6] == [*b, ("r", "a", 4), ("r", "b", 4)]
