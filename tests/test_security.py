@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from latentwatch.capture import GrpcMonitorClient
 from latentwatch.cli import main
 from latentwatch.config import Config
@@ -120,14 +121,19 @@ def test_mutual_tls_refuses_clients_without_a_certificate_the_ca_signed(tmp_path
         sc.stop()
 
 
-def _every_rpc(stub: pb_grpc.MonitorStub) -> list:
-    """One call of each Monitor RPC: unary, client-and-server streaming, server streaming."""
+def _every_rpc(ch: grpc.Channel) -> list:
+    """One call of each Monitor RPC (unary, client-and-server streaming, server streaming) and of
+    server reflection."""
+    stub = pb_grpc.MonitorStub(ch)
     end = pb.ClientMessage(end=pb.RequestEnd(request_id="r"))
+    reflect = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo
+    services = reflection_pb2.ServerReflectionRequest(list_services="")
     return [
         lambda: stub.ListDetectors(pb.ListDetectorsRequest(), timeout=5),
         lambda: stub.Score(pb.ScoreRequest(), timeout=5),
         lambda: list(stub.Stream(iter([end]), timeout=5)),
         lambda: list(stub.WatchAlerts(pb.WatchAlertsRequest(), timeout=5)),
+        lambda: list(reflect(iter([services]), timeout=5)),
     ]
 
 
@@ -139,7 +145,7 @@ def test_bearer_token_guards_every_rpc_but_health(tmp_path):
     try:
         for auth in (ClientAuth(), ClientAuth(token="wrong"), ClientAuth(token=TOKEN[:-1])):
             with auth.channel(sc.address) as ch:
-                for call in _every_rpc(pb_grpc.MonitorStub(ch)):
+                for call in _every_rpc(ch):
                     assert _refused_with(call) == grpc.StatusCode.UNAUTHENTICATED
                     refusals += 1
                 # health checks stay open: orchestrators probe liveness without the secret
@@ -238,7 +244,11 @@ def test_security_settings_are_checked(tmp_path, pki):
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(ValueError, match="empty"):
         SidecarThread(make_config(tmp_path, auth_token_file=str(tmp_path / "empty")))
-    assert TOKEN not in repr(Config(auth_token=TOKEN))
+    assert TOKEN not in repr(Config(auth_token=TOKEN)) and TOKEN not in repr(ClientAuth(token=TOKEN))
+    with pytest.raises(ValueError, match="both cert and key"):
+        ClientAuth(root_ca=pki["ca"][0], cert=pki["client"][0])
+    with pytest.raises(ValueError, match="needs root_ca"):
+        ClientAuth(cert=pki["client"][0], key=pki["client"][1])
     assert Config.load(env={"LATENTWATCH_ALLOW_INSECURE": "true"}).allow_insecure is True
     with pytest.raises(ValueError, match="LATENTWATCH_ALLOW_INSECURE"):
         Config.load(env={"LATENTWATCH_ALLOW_INSECURE": "maybe"})
