@@ -165,3 +165,19 @@ def test_token_text_must_match_the_rows(sidecar):
         (grpc.StatusCode.INVALID_ARGUMENT.value[0], "1 token_text entries for 2 rows")
     ]
     assert out[-1].WhichOneof("kind") == "done"  # the stream stays open and the request still ends
+
+
+def test_score_rpc_quotes_text_too(tmp_path, lm):
+    sc = SidecarThread(make_config(tmp_path, alert_text="full"))
+    try:
+        msgs, _ = _messages_with_text(lm, "score-1")
+        request = pb.ScoreRequest(
+            start=msgs[0].start, chunks=[m.chunk for m in msgs if m.WhichOneof("kind") == "chunk"]
+        )
+        with grpc.insecure_channel(sc.address) as ch:
+            response = pb_grpc.MonitorStub(ch).Score(request, timeout=60)
+    finally:
+        sc.stop()
+    assert any(v.flagged for v in response.verdicts)
+    (alert,) = SQLiteSink(tmp_path / "alerts.sqlite").read_all()
+    assert SECRET_WORDS in alert.text
