@@ -26,7 +26,7 @@ class Recorder:
     def start_request(self, request_id, spans):
         self.events.append(f"start:{request_id}")
 
-    def send_chunk(self, request_id, hook_name, start_position, rows):
+    def send_chunk(self, request_id, hook_name, start_position, rows, text=()):
         self.rows.setdefault(hook_name, []).append((start_position, rows))
 
     def end_request(self, request_id):
