@@ -192,6 +192,7 @@ def test_compose_file_validates_and_wires_the_socket():
         assert f"latentwatch-socket:{socket_dir}:rw" in services[name]["volumes"], name
     assert services["sidecar"]["healthcheck"]["test"][-2:] == ["-m", "latentwatch.health"]
     assert services["vllm"]["depends_on"]["sidecar"]["condition"] == "service_healthy"
+    assert services["alert-consumer"]["healthcheck"]["test"] == ["NONE"]  # same image, no sidecar inside
     for name in ("vllm", "sidecar"):
         assert services[name]["build"]["target"] == name
     published = [p for s in services.values() for p in s.get("ports", [])]
