@@ -70,6 +70,42 @@ def cmd_score(args) -> int:
     return 0
 
 
+def cmd_consume(args) -> int:
+    import signal
+    import socket
+    import threading
+
+    import redis
+    from latentwatch.consumer import AlertConsumer, print_json
+    from latentwatch.redis_client import redis_client
+
+    cfg = _config(args)
+    if not cfg.redis_url:
+        print(
+            "latentwatch consume: needs --redis-url (or redis_url in --config, or LATENTWATCH_REDIS_URL)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # finish the alert in hand, then leave
+    try:
+        client = redis_client(cfg.redis_url, cfg.redis_cluster, decode_responses=True)
+        consumer = AlertConsumer(
+            client,
+            args.group,
+            args.name or socket.gethostname(),
+            print_json,
+            stream=cfg.redis_stream,
+            claim_idle_s=args.claim_idle,
+            max_deliveries=args.max_deliveries,
+        )
+        consumer.run(stop)
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+        print(f"latentwatch consume: Redis at {cfg.redis_url}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return 0
+
+
 def cmd_detectors(args) -> int:
     from latentwatch.detectors.base import DetectorSpec
 
@@ -267,6 +303,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", "--output", help="write JSON lines here instead of stdout")
     sp.add_argument("--model", default=BUNDLED_MODEL)
     sp.set_defaults(fn=cmd_score)
+
+    sp = sub.add_parser("consume", help="print alerts from the Redis stream as JSON lines, as one of a consumer group")
+    sp.add_argument("--config", help="YAML settings file (redis_url, redis_cluster, redis_stream)")
+    sp.add_argument("--redis-url", help="the Redis the sidecars send alerts to")
+    sp.add_argument("--group", default="latentwatch", help="consumer group: its members share the alerts")
+    sp.add_argument("--name", help="this consumer's name in the group (default: the host name)")
+    sp.add_argument(
+        "--claim-idle",
+        type=float,
+        default=60.0,
+        help="take over alerts another consumer left unacknowledged this many seconds",
+    )
+    sp.add_argument("--max-deliveries", type=int, default=5, help="then move an alert to <stream>:dead")
+    sp.set_defaults(fn=cmd_consume)
 
     sp = sub.add_parser("detectors", help="list the configured detectors")
     common(sp, server=False)

@@ -21,6 +21,7 @@ class Config:
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = 9464  # None disables the /metrics endpoint
     redis_url: str | None = None  # alerts go to SQLite when unset
+    redis_cluster: bool = False  # redis_url names one node of a Redis Cluster (see deploy/README.md)
     redis_stream: str = "latentwatch:alerts"
     redis_maxlen: int = 100_000
     sqlite_path: str = "latentwatch-data/alerts.sqlite"
@@ -57,8 +58,15 @@ class Config:
         return cls(**values)
 
 
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
 def _parse(text: str, type_name: str):
     t = str(type_name)
+    if t == "bool":
+        if text.lower() not in _BOOLS:
+            raise ValueError(f"expected one of {sorted(_BOOLS)} for a true/false setting, got {text!r}")
+        return _BOOLS[text.lower()]
     if t.startswith("list"):
         return [s for s in text.split(",") if s]
     if t.startswith("int"):
