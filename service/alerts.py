@@ -8,6 +8,7 @@ must not stop scoring: ``FanOut`` counts the failure and carries on.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import sqlite3
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from latentwatch.records import AlertRecord
+from latentwatch.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +87,16 @@ class RedisStreamSink:
 
     name = "redis"
 
-    def __init__(self, url: str, stream: str = "latentwatch:alerts", maxlen: int = 100_000):
-        import redis
-
+    def __init__(self, url: str, stream: str = "latentwatch:alerts", maxlen: int = 100_000, cluster: bool = False):
         self.stream = stream
         self.maxlen = maxlen
-        self._r = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._url, self._cluster = url, cluster
+        self._r = None  # connected on first use: a cluster client connects when built, and Redis may be down now
+
+    def _client(self):
+        if self._r is None:
+            self._r = redis_client(self._url, self._cluster, socket_timeout=0.5, socket_connect_timeout=0.5)
+        return self._r
 
     @staticmethod
     def fields(alert: AlertRecord) -> dict[str, str]:
@@ -99,11 +105,26 @@ class RedisStreamSink:
         d["low_confidence"] = int(d["low_confidence"])
         return {k: str(v) for k, v in d.items()}
 
+    @staticmethod
+    def parse(fields: dict[str, str]) -> AlertRecord:
+        """The inverse of ``fields``: a stream entry (decoded) back into an alert.
+        Fields this version does not know are ignored (the schema grows additively)."""
+        known = {f.name for f in dataclasses.fields(AlertRecord)}
+        d: dict = {k: v for k, v in fields.items() if k in known}
+        d["evidence"] = json.loads(d.get("evidence", "[]"))
+        d["low_confidence"] = d.get("low_confidence") == "1"
+        for k in ("score", "threshold", "timestamp"):
+            d[k] = float(d[k])
+        for k in ("token_start", "token_end"):
+            d[k] = int(d[k])
+        return AlertRecord.from_dict(d)
+
     def emit(self, alert: AlertRecord) -> None:
-        self._r.xadd(self.stream, self.fields(alert), maxlen=self.maxlen, approximate=True)
+        self._client().xadd(self.stream, self.fields(alert), maxlen=self.maxlen, approximate=True)
 
     def close(self) -> None:
-        self._r.close()
+        if self._r is not None:
+            self._r.close()
 
 
 class Broadcaster:

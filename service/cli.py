@@ -76,6 +76,42 @@ def cmd_score(args) -> int:
     return 0
 
 
+def cmd_consume(args) -> int:
+    import signal
+    import socket
+    import threading
+
+    import redis
+    from latentwatch.consumer import AlertConsumer, print_json
+    from latentwatch.redis_client import redis_client
+
+    cfg = _config(args)
+    if not cfg.redis_url:
+        print(
+            "latentwatch consume: needs --redis-url (or redis_url in --config, or LATENTWATCH_REDIS_URL)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # finish the alert in hand, then leave
+    try:
+        client = redis_client(cfg.redis_url, cfg.redis_cluster, decode_responses=True)
+        consumer = AlertConsumer(
+            client,
+            args.group,
+            args.name or socket.gethostname(),
+            print_json,
+            stream=cfg.redis_stream,
+            claim_idle_s=args.claim_idle,
+            max_deliveries=args.max_deliveries,
+        )
+        consumer.run(stop)
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+        print(f"latentwatch consume: Redis at {cfg.redis_url}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return 0
+
+
 def cmd_detectors(args) -> int:
     from latentwatch.detectors.base import DetectorSpec
 
@@ -130,7 +166,7 @@ def cmd_train_probe(args) -> int:
     from latentwatch.saes import load_sae
     from latentwatch.train_probe import train_harmful_request, train_refusal
 
-    recipes = ("harmful_request", "refusal", "context_attending")
+    recipes = ("harmful_request", "refusal", "context_attending", "biased_answer", "stereotype_assertion")
     if args.detector not in recipes:
         print(f"latentwatch train-probe: training recipes exist for {', '.join(recipes)}", file=sys.stderr)
         return EXIT_USAGE
@@ -138,6 +174,8 @@ def cmd_train_probe(args) -> int:
     specs_dir = SPECS_DIR / "experimental" if args.detector == "context_attending" else SPECS_DIR
     spec_path = specs_dir / f"{args.detector}.yaml"
     spec = DetectorSpec.from_yaml(spec_path)
+    if args.detector in ("context_attending", "biased_answer", "stereotype_assertion") and not args.data:
+        raise ValueError(f"{args.detector} needs --data (the folder `latentwatch make-eval-sets` wrote)")
     lm, sae = load_model(args.model), load_sae(spec.sae, [SAES_DIR])
     if args.detector == "harmful_request":
         train_harmful_request(lm, sae, spec_path)
@@ -145,14 +183,15 @@ def cmd_train_probe(args) -> int:
         if not args.corpus:
             raise ValueError("refusal needs --corpus (the model's own answers, from `latentwatch build-corpus`)")
         train_refusal(lm, sae, spec_path, read_jsonl(Path(args.corpus)))
-    else:
-        from latentwatch.score import read_records
+    elif args.detector == "context_attending":
         from latentwatch.train_rag import train_context_attending
 
-        if not args.data:
-            raise ValueError("context_attending needs --data (rag_train.jsonl from `latentwatch make-eval-sets`)")
-        train = [rec for _, rec in read_records(Path(args.data))]
-        train_context_attending(lm, sae, spec_path, specs_dir / "rag_ignored.yaml", train)
+        train_context_attending(lm, sae, spec_path, specs_dir / "rag_ignored.yaml", Path(args.data))
+    else:
+        from latentwatch import train_bias
+
+        train = getattr(train_bias, f"train_{args.detector}")
+        train(lm, sae, spec_path, Path(args.data))
     return 0
 
 
@@ -165,18 +204,35 @@ def _engine_for(args, name: str):
     return engine, spec
 
 
+EVAL_SETS = ("part1", "rag", "bias")
+
+
 def cmd_make_eval_sets(args) -> int:
-    from latentwatch.eval_sets import build_eval_sets
     from latentwatch.models import load_model
 
-    lm = load_model(args.model)
-    counts = build_eval_sets(lm, Path(args.corpus), Path(args.out)) if not args.rag_only else {}
-    if not args.no_rag:
+    sets = [x for x in args.sets.split(",") if x]
+    if not sets or set(sets) - set(EVAL_SETS):
+        print(f"latentwatch make-eval-sets: --sets takes a comma list of {', '.join(EVAL_SETS)}", file=sys.stderr)
+        return EXIT_USAGE
+    if "part1" in sets and not args.corpus:
+        print("latentwatch make-eval-sets: the part1 sets need --corpus (from `latentwatch build-corpus`)",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    lm, out, counts = load_model(args.model), Path(args.out), {}
+    if "part1" in sets:
+        from latentwatch.eval_sets import build_eval_sets
+
+        counts |= build_eval_sets(lm, Path(args.corpus), out)
+    if "rag" in sets:
         from latentwatch.train_rag import build_rag_sets
 
-        counts |= build_rag_sets(lm, Path(args.out))
+        counts |= build_rag_sets(lm, out)
+    if "bias" in sets:
+        from latentwatch.train_bias import build_bias_sets
+
+        counts |= build_bias_sets(lm, out)
     for name, n in counts.items():
-        print(f"{n:6d} {Path(args.out) / name}")
+        print(f"{n:6d} {out / name}")
     return 0
 
 
@@ -265,6 +321,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", default=BUNDLED_MODEL)
     sp.set_defaults(fn=cmd_score)
 
+    sp = sub.add_parser("consume", help="print alerts from the Redis stream as JSON lines, as one of a consumer group")
+    sp.add_argument("--config", help="YAML settings file (redis_url, redis_cluster, redis_stream)")
+    sp.add_argument("--redis-url", help="the Redis the sidecars send alerts to")
+    sp.add_argument("--group", default="latentwatch", help="consumer group: its members share the alerts")
+    sp.add_argument("--name", help="this consumer's name in the group (default: the host name)")
+    sp.add_argument(
+        "--claim-idle",
+        type=float,
+        default=60.0,
+        help="take over alerts another consumer left unacknowledged this many seconds",
+    )
+    sp.add_argument("--max-deliveries", type=int, default=5, help="then move an alert to <stream>:dead")
+    sp.set_defaults(fn=cmd_consume)
+
     sp = sub.add_parser("detectors", help="list the configured detectors")
     common(sp, server=False)
     sp.set_defaults(fn=cmd_detectors)
@@ -306,18 +376,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=cmd_inspect)
 
     sp = sub.add_parser("train-probe", help="fit and calibrate a detector's probe")
-    sp.add_argument("detector", help="harmful_request or refusal")
+    sp.add_argument("detector", help="harmful_request, refusal, context_attending, biased_answer, stereotype_assertion")
     sp.add_argument("--model", default=BUNDLED_MODEL)
     sp.add_argument("--corpus", help="refusal: the corpus of the model's own answers")
-    sp.add_argument("--data", help="context_attending: labelled RAG answers (rag_train.jsonl)")
+    sp.add_argument("--data", help="context_attending and the bias probes: the folder make-eval-sets wrote")
     sp.set_defaults(fn=cmd_train_probe)
 
     sp = sub.add_parser("make-eval-sets", help="write labelled calibration and test files from held-out data")
-    sp.add_argument("--corpus", required=True, help="the SAE corpus (its train-split answers calibrate refusal)")
+    sp.add_argument("--corpus", help="the SAE corpus (its train-split answers calibrate refusal); part1 needs it")
     sp.add_argument("--model", default=BUNDLED_MODEL)
     sp.add_argument("--out", required=True, help="folder for the JSONL files (they hold dev text: keep local)")
-    sp.add_argument("--no-rag", action="store_true", help="skip the RAG sets (their answers take minutes)")
-    sp.add_argument("--rag-only", action="store_true", help="only the RAG sets")
+    sp.add_argument(
+        "--sets",
+        default=",".join(EVAL_SETS),
+        help="which sets: part1 (harmful request, refusal, compliance), rag, bias (default: all)",
+    )
     sp.set_defaults(fn=cmd_make_eval_sets)
 
     sp = sub.add_parser("calibrate", help="set a detector's threshold from benign data at a target FPR")

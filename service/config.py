@@ -24,6 +24,7 @@ class Config:
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = 9464  # None disables the /metrics endpoint
     redis_url: str | None = None  # alerts go to SQLite when unset
+    redis_cluster: bool = False  # redis_url names one node of a Redis Cluster (see deploy/README.md)
     redis_stream: str = "latentwatch:alerts"
     redis_maxlen: int = 100_000
     sqlite_path: str = "latentwatch-data/alerts.sqlite"
@@ -88,15 +89,15 @@ class Config:
         return cls(**values)
 
 
-_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
 def _parse(text: str, type_name: str):
     t = str(type_name)
-    if t.startswith("bool"):
-        if text.lower() not in _BOOLEANS:
-            raise ValueError(f"expected true or false, not {text!r}")
-        return _BOOLEANS[text.lower()]
+    if t == "bool":
+        if text.lower() not in _BOOLS:
+            raise ValueError(f"expected one of {sorted(_BOOLS)} for a true/false setting, got {text!r}")
+        return _BOOLS[text.lower()]
     if t.startswith("list"):
         return [s for s in text.split(",") if s]
     if t.startswith("int"):

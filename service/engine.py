@@ -70,6 +70,7 @@ class Engine:
         self._signatures = {d.name: d.signature() for d in self.detectors}
         self.sink = sink or FanOut([])
         self.metrics = metrics or Metrics()
+        self.metrics.declare(detectors=[d.name for d in self.detectors if d.spec.alert], saes=self.saes)
         self.limits = limits or Limits()
         self.alert_text = check_mode(alert_text)  # latentwatch.redaction: none, hashed or full
         self._sessions: dict[str, _Session] = {}

@@ -120,6 +120,9 @@ def evaluate(
         "negatives": int((1 - y).sum()),
         spec.name: summary(det[y == 1], det[y == 0], spec.threshold),
     }
+    pairs = twin_win_rate(records, det)
+    if pairs:
+        report[spec.name]["twin_win_rate"], report[spec.name]["twin_pairs"] = pairs
     firsts = [s.first_flag for s in scored if s.label == 1 and s.first_flag is not None]
     if firsts:
         report[spec.name]["median_first_flag_response_token"] = statistics.median(firsts)
@@ -132,11 +135,33 @@ def evaluate(
         binary = set(b.unique().tolist()) <= {0.0, 1.0}
         thr = 0.5 if binary else threshold_at_fpr(b[y == 0], spec.target_fpr)
         report[name] = summary(b[y == 1], b[y == 0], thr)
+        pairs = twin_win_rate(records, b)
+        if pairs:
+            report[name]["twin_win_rate"], report[name]["twin_pairs"] = pairs
         curves[name] = roc_points(b[y == 1], b[y == 0])
     if roc_png is not None:
         plot_roc(curves, f"{spec.name} on {data.name}", roc_png)
         report["roc_png"] = str(roc_png)
     return report
+
+
+def twin_win_rate(records: list[dict], scores: torch.Tensor) -> tuple[float, int] | None:
+    """Share of minimal pairs (records sharing a ``pair`` id) where the positive outscores its
+    counter-stereotypical twin (a label-0 record whose ``kind`` ends in ``counter``); ties count half."""
+    pos: dict = {}
+    twin: dict = {}
+    for rec, sc in zip(records, scores.tolist(), strict=True):
+        if "pair" not in rec:
+            continue
+        if rec.get("label") == 1:
+            pos[rec["pair"]] = sc
+        elif str(rec.get("kind", "")).endswith("counter"):
+            twin[rec["pair"]] = sc
+    both = [k for k in pos if k in twin]
+    if not both:
+        return None
+    wins = sum(1.0 if pos[k] > twin[k] else 0.5 if pos[k] == twin[k] else 0.0 for k in both)
+    return round(wins / len(both), 4), len(both)
 
 
 def plot_roc(curves: dict[str, tuple[list[float], list[float]]], title: str, path: Path) -> None:

@@ -7,12 +7,15 @@ value sets (detector, SAE, reason) - never a request id.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from latentwatch import __version__
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 SCORE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 FVU_BUCKETS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0)
+DROP_REASONS = ("client_buffer_full", "rejected")
 
 
 class Metrics:
@@ -81,3 +84,20 @@ class Metrics:
             registry=r,
         )
         Info("latentwatch_build", "Build information.", registry=r).info({"version": __version__})
+        for reason in DROP_REASONS:
+            self.dropped.labels(reason)
+
+    def declare(self, detectors: Iterable[str] = (), saes: Iterable[str] = (), sinks: Iterable[str] = ()) -> None:
+        """Export each known label set at 0 before its first event.
+
+        A series that first appears at 1 has no ``increase()`` in Prometheus, so an
+        alert on, say, the first harmful-compliance flag after a restart would never
+        fire (deploy/prometheus/rules/latentwatch.yml relies on this).
+        """
+        for name in detectors:
+            self.flagged.labels(name)
+            self.alerts.labels(name)
+        for sae in saes:
+            self.low_confidence.labels(sae)
+        for sink in sinks:
+            self.sink_failures.labels(sink)

@@ -222,10 +222,11 @@ def build_engine(cfg: Config, metrics: Metrics) -> tuple[Engine, FanOut, Broadca
     broadcaster = Broadcaster(on_drop=metrics.watch_dropped.inc)
     sinks = [broadcaster]
     if cfg.redis_url:
-        sinks.append(RedisStreamSink(cfg.redis_url, cfg.redis_stream, cfg.redis_maxlen))
+        sinks.append(RedisStreamSink(cfg.redis_url, cfg.redis_stream, cfg.redis_maxlen, cfg.redis_cluster))
     else:
         sinks.append(SQLiteSink(cfg.sqlite_path))
     fan = FanOut(sinks, on_failure=lambda name: metrics.sink_failures.labels(name).inc())
+    metrics.declare(sinks=[s.name for s in sinks])
     engine = Engine.from_specs(
         spec_paths=cfg.spec_paths(),
         only=cfg.detectors or None,

@@ -113,9 +113,15 @@ def _save_probe(
 
 
 def train_context_attending(
-    lm: LoadedModel, sae: LoadedSAE, spec_path: Path, rule_path: Path, train: list[dict], n_heads: int = 8
+    lm: LoadedModel, sae: LoadedSAE, spec_path: Path, rule_path: Path, data_dir: Path, n_heads: int = 8
 ) -> dict:
-    """Choose heads, fit the probe (attending = followed the passage), set thresholds; write spec and artifacts."""
+    """Choose heads, fit the probe (attending = followed the passage), set thresholds; write spec and artifacts.
+
+    Reads ``rag_train.jsonl`` from ``data_dir`` (``latentwatch make-eval-sets --sets rag``)."""
+    path = data_dir / "rag_train.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `latentwatch make-eval-sets --sets rag --out {data_dir}`")
+    train = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     spec, rule = DetectorSpec.from_yaml(spec_path), DetectorSpec.from_yaml(rule_path)
     within = int(rule.params.get("within_tokens", 12))
     cfg = lm.model.config
@@ -161,7 +167,7 @@ def train_context_attending(
     return report
 
 
-def build_rag_sets(lm: LoadedModel, out_dir: Path, train_limit: int = 480, test_limit: int = 240) -> dict[str, int]:
+def build_rag_sets(lm: LoadedModel, out_dir: Path, train_limit: int = 240, test_limit: int = 160) -> dict[str, int]:
     """Answer and label the RAG questions; write train (for fitting), test and authored files."""
     files = {
         "rag_train.jsonl": answer_and_label(lm, rag_questions("train", train_limit)),

@@ -27,6 +27,13 @@ def test_config_rejects_unknown_settings(tmp_path):
         Config.load(str(f), env={})
 
 
+def test_true_false_settings_from_the_environment():
+    assert Config.load(env={"LATENTWATCH_REDIS_CLUSTER": "true"}).redis_cluster is True
+    assert Config.load(env={"LATENTWATCH_REDIS_CLUSTER": "0"}).redis_cluster is False
+    with pytest.raises(ValueError, match="true/false setting, got 'maybe'"):
+        Config.load(env={"LATENTWATCH_REDIS_CLUSTER": "maybe"})
+
+
 def test_default_binds_to_a_unix_socket_and_loopback():
     assert Config().listen.startswith("unix:") and Config().metrics_host == "127.0.0.1"
 
