@@ -4,7 +4,9 @@ gRPC health checking with SERVING, 1 otherwise.
 Container probes run this (Kubernetes exec probes, the compose healthcheck):
 the sidecar listens on a unix socket that kubelet's built-in gRPC probe
 cannot reach, and the ``latentwatch`` CLI imports torch, far too heavy to
-start every few seconds. This module imports only grpc.
+start every few seconds. This module imports only grpc (and the light
+config and security modules). Health checks need no bearer token; a TLS port
+needs ``--root-ca`` (plus ``--cert``/``--key`` under mutual TLS).
 """
 
 from __future__ import annotations
@@ -15,16 +17,18 @@ import sys
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from latentwatch.config import Config
+from latentwatch.security import ClientAuth
 
 # The Monitor service's full name (the sidecar reports it and "" as SERVING); spelled
 # out rather than read from the generated stubs so that the probe stays light.
 MONITOR_SERVICE = "latentwatch.v1.Monitor"
 
 
-def check(address: str, service: str = MONITOR_SERVICE, timeout_s: float = 2.0) -> str:
+def check(address: str, service: str = MONITOR_SERVICE, timeout_s: float = 2.0, auth: ClientAuth | None = None) -> str:
     """The serving status the sidecar at ``address`` reports for ``service``
     (``SERVING``, ``NOT_SERVING``, ...), or ``UNREACHABLE: <reason>``."""
-    with grpc.insecure_channel(address) as channel:
+    with (auth or ClientAuth()).channel(address) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
@@ -39,13 +43,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "address",
         nargs="?",
-        default=os.environ.get("LATENTWATCH_LISTEN", "127.0.0.1:50051"),
-        help="the sidecar's gRPC address (default: $LATENTWATCH_LISTEN, else 127.0.0.1:50051)",
+        default=os.environ.get("LATENTWATCH_LISTEN", Config.listen),
+        help=f"the sidecar's gRPC address (default: $LATENTWATCH_LISTEN, else {Config.listen})",
     )
     p.add_argument("--service", default=MONITOR_SERVICE, help='service name to check ("" for the whole server)')
     p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the answer")
+    p.add_argument("--root-ca", help="PEM CA that signed the sidecar's certificate (a TLS port)")
+    p.add_argument("--cert", help="PEM client certificate (mutual TLS), with --key")
+    p.add_argument("--key", help="PEM private key of --cert")
     args = p.parse_args(argv)
-    status = check(args.address, args.service, args.timeout)
+    try:
+        auth = ClientAuth(root_ca=args.root_ca, cert=args.cert, key=args.key)
+    except ValueError as exc:
+        p.error(str(exc))
+    status = check(args.address, args.service, args.timeout, auth)
     print(f"{args.address}: {status}")
     return 0 if status == "SERVING" else 1
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -252,3 +254,16 @@ def test_security_settings_are_checked(tmp_path, pki):
     assert Config.load(env={"LATENTWATCH_ALLOW_INSECURE": "true"}).allow_insecure is True
     with pytest.raises(ValueError, match="LATENTWATCH_ALLOW_INSECURE"):
         Config.load(env={"LATENTWATCH_ALLOW_INSECURE": "maybe"})
+
+
+def test_health_probe_reaches_a_tls_port_without_the_token(tmp_path, pki):
+    cert, key = pki["server"]
+    sc = SidecarThread(make_config(tmp_path, tls_cert=cert, tls_key=key, auth_token=TOKEN))
+    probe = [sys.executable, "-m", "latentwatch.health", sc.address]
+    try:
+        trusted = subprocess.run([*probe, "--root-ca", pki["ca"][0]], capture_output=True, text=True, timeout=30)
+        plaintext = subprocess.run(probe, capture_output=True, text=True, timeout=30)
+    finally:
+        sc.stop()
+    assert trusted.returncode == 0 and "SERVING" in trusted.stdout, trusted.stdout + trusted.stderr
+    assert plaintext.returncode == 1 and "UNREACHABLE" in plaintext.stdout
