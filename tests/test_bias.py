@@ -57,7 +57,8 @@ def _score(engine, lm, detector: str, records: list[dict]) -> list[float]:
 def test_held_out_stereotypes_outscore_their_twins_and_neutral_sentences(engine, lm):
     """Categories the probe never saw (physical appearance, disability)."""
     held = [r for r in authored_stereotypes() if is_stereotype_test(r) and r["category"] != "none"]
-    scores = dict(zip([(r["pair"], r["kind"]) for r in held], _score(engine, lm, "stereotype_assertion", held)))
+    keys = [(r["pair"], r["kind"]) for r in held]
+    scores = dict(zip(keys, _score(engine, lm, "stereotype_assertion", held), strict=True))
     pairs = sorted({p for p, _ in scores})
     twin_wins = sum(scores[p, "stereotype"] > scores[p, "counter"] for p in pairs)
     neutral_wins = sum(scores[p, "stereotype"] > scores[p, "neutral"] for p in pairs)
