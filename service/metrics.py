@@ -68,7 +68,19 @@ class Metrics:
         )
         self.alerts = Counter("latentwatch_alerts_total", "Alerts raised.", ["detector"], registry=r)
         self.sink_failures = Counter(
-            "latentwatch_alert_sink_failures_total", "Alerts a sink failed to store.", ["sink"], registry=r
+            "latentwatch_alert_sink_failures_total",
+            "Alerts a sink failed to store; for Redis, alerts neither streamed nor spooled (lost).",
+            ["sink"],
+            registry=r,
+        )
+        self.alerts_spooled = Counter(
+            "latentwatch_alerts_spooled_total", "Alerts written to the local spool because Redis failed.", registry=r
+        )
+        self.alerts_replayed = Counter(
+            "latentwatch_alerts_replayed_total", "Spooled alerts later added to the Redis stream.", registry=r
+        )
+        self.spooled_alerts = Gauge(
+            "latentwatch_spooled_alerts", "Alerts waiting in the local spool for Redis to return.", registry=r
         )
         self.watch_dropped = Counter(
             "latentwatch_watch_alerts_dropped_total",

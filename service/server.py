@@ -25,6 +25,7 @@ from latentwatch.detectors.base import Span
 from latentwatch.engine import Engine, Limits
 from latentwatch.errors import MonitorError
 from latentwatch.metrics import Metrics
+from latentwatch.spool import AlertSpool
 from latentwatch.tensors import from_wire
 from latentwatch.v1 import monitor_pb2 as pb
 from latentwatch.v1 import monitor_pb2_grpc as pb_grpc
@@ -213,7 +214,8 @@ def build_engine(cfg: Config, metrics: Metrics) -> tuple[Engine, FanOut, Broadca
     broadcaster = Broadcaster(on_drop=metrics.watch_dropped.inc)
     sinks = [broadcaster]
     if cfg.redis_url:
-        sinks.append(RedisStreamSink(cfg.redis_url, cfg.redis_stream, cfg.redis_maxlen))
+        spool = AlertSpool(cfg.spool_path)
+        sinks.append(RedisStreamSink(cfg.redis_url, spool, cfg.redis_stream, cfg.redis_maxlen, metrics))
     else:
         sinks.append(SQLiteSink(cfg.sqlite_path))
     fan = FanOut(sinks, on_failure=lambda name: metrics.sink_failures.labels(name).inc())
