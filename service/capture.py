@@ -41,15 +41,24 @@ class _Finals:
 
     def __init__(self) -> None:
         self._cv = threading.Condition()
-        self._verdicts: dict[str, list[Verdict]] = {}
+        self._verdicts: dict[str, list[Verdict] | None] = {}
         self._done: set[str] = set()
 
     def add(self, v: Verdict) -> None:
         with self._cv:
-            self._verdicts.setdefault(v.request_id, []).append(v)
+            verdicts = self._verdicts.setdefault(v.request_id, [])
+            if verdicts is not None:
+                verdicts.append(v)
 
     def done(self, request_id: str) -> None:
         with self._cv:
+            self._done.add(request_id)
+            self._cv.notify_all()
+
+    def lost(self, request_id: str) -> None:
+        """No final verdicts will come (the stream carrying the request broke): waiters get None."""
+        with self._cv:
+            self._verdicts[request_id] = None
             self._done.add(request_id)
             self._cv.notify_all()
 
@@ -150,8 +159,13 @@ class GrpcMonitorClient:
         self.max_buffer = max_buffer
         self.max_rows_per_chunk = max_rows_per_chunk
         self.on_verdict = on_verdict
-        self.dropped = 0  # chunks dropped since creation
-        self.rejected = 0  # messages the sidecar refused since creation
+        # Counts since creation; export them with latentwatch.metrics.CaptureCollector.
+        self.drops = {"buffer_full": 0, "stream_lost": 0}  # chunks never sent, by reason
+        self.rejected = 0  # messages the sidecar refused
+        self.interrupted = 0  # requests whose stream broke before their final verdicts came
+        self.reconnects = 0  # streams opened after the first
+        self._open: dict[str, bool] = {}  # request id -> its end was sent; requests on the current stream
+        self._cut_off: set[str] = set()  # requests whose stream broke; their remaining messages are dropped
         self.errors: deque[pb.StreamError] = deque(maxlen=256)  # the most recent refusals
         self._unreported_drops = 0
         self._buf: deque[tuple[pb.ClientMessage, bool]] = deque()
@@ -189,6 +203,10 @@ class GrpcMonitorClient:
         return self._finals.wait(request_id, timeout)
 
     @property
+    def dropped(self) -> int:
+        return sum(self.drops.values())
+
+    @property
     def connected(self) -> bool:
         return self._connected.is_set()
 
@@ -208,7 +226,7 @@ class GrpcMonitorClient:
         with self._cv:
             if droppable:
                 if self._chunks_buffered >= self.max_buffer:
-                    self.dropped += 1
+                    self.drops["buffer_full"] += 1
                     self._unreported_drops += 1
                     return
                 self._chunks_buffered += 1
@@ -227,15 +245,41 @@ class GrpcMonitorClient:
                 item, droppable = self._buf.popleft()
                 if droppable:
                     self._chunks_buffered -= 1
-                    item = self._coalesce(item)
-                drops, self._unreported_drops = self._unreported_drops, 0
                 self._cv.notify_all()
+                if self._cut_off_locked(item, droppable):
+                    continue
+                drops = 0
+                if droppable:
+                    item = self._coalesce(item)
+                    drops, self._unreported_drops = self._unreported_drops, 0
+            yield item.to_message(drops) if droppable else item
+
+    def _cut_off_locked(self, item, droppable: bool) -> bool:
+        """Track which requests the current stream carries; True (and count the chunk) for a
+        message of a request whose stream broke: a new sidecar never saw its start and one that
+        survived lost its chunks in flight, so its verdicts could not be trusted anyway."""
+        kind = None if droppable else item.WhichOneof("kind")
+        request_id = item.request_id if droppable else getattr(item, kind).request_id
+        if request_id in self._cut_off and kind != "start":  # a start reuses the id for a new request
             if droppable:
-                item = item.to_message(drops)
-            elif drops:
-                with self._cv:
-                    self._unreported_drops += drops
-            yield item
+                self.drops["stream_lost"] += 1
+            elif kind == "end":
+                self._cut_off.discard(request_id)  # nothing more of it will come
+            return True
+        self._cut_off.discard(request_id)
+        if kind == "start":
+            self._open[request_id] = False
+        elif kind == "end" and request_id in self._open:
+            self._open[request_id] = True
+        return False
+
+    def _stream_broke_locked(self) -> None:
+        for request_id, ended in self._open.items():
+            self.interrupted += 1
+            self._finals.lost(request_id)
+            if not ended:
+                self._cut_off.add(request_id)
+        self._open.clear()
 
     def _coalesce(self, item):
         """Merge buffered rows continuing ``item`` (same request and hook,
@@ -264,6 +308,7 @@ class GrpcMonitorClient:
 
     def _run(self) -> None:
         delay = self._backoff[0]
+        opened = 0
         while not self._closed:
             with self._cv:
                 self._epoch += 1
@@ -271,6 +316,9 @@ class GrpcMonitorClient:
             try:
                 with grpc.insecure_channel(self.target) as channel:
                     grpc.channel_ready_future(channel).result(timeout=delay * 10)
+                    if opened:
+                        self.reconnects += 1
+                    opened += 1
                     self._connected.set()
                     delay = self._backoff[0]
                     for msg in pb_grpc.MonitorStub(channel).Stream(self._messages(epoch)):
@@ -278,10 +326,11 @@ class GrpcMonitorClient:
                     if self._closed:
                         return
             except (grpc.RpcError, grpc.FutureTimeoutError) as exc:
-                self._connected.clear()
                 log.debug("sidecar stream broke (%s); retrying in %.2fs", exc, delay)
+            self._connected.clear()
             with self._cv:
                 self._epoch += 1  # stop the old request iterator
+                self._stream_broke_locked()
                 self._cv.notify_all()
             time.sleep(delay)
             delay = min(delay * 2, self._backoff[1])
@@ -295,6 +344,8 @@ class GrpcMonitorClient:
             if self.on_verdict:
                 self.on_verdict(v)
         elif kind == "done":
+            with self._cv:
+                self._open.pop(msg.done.request_id, None)
             self._finals.done(msg.done.request_id)
         elif kind == "error":
             # After a reconnect, chunks of requests whose start was lost are
