@@ -33,6 +33,7 @@ from pathlib import Path
 import grpc
 from latentwatch.chat import tokenize_chat
 from latentwatch.features import residual_rows
+from latentwatch.metrics import LATENCY_BUCKETS
 from latentwatch.models import load_model
 from latentwatch.tensors import to_wire
 from latentwatch.v1 import monitor_pb2 as pb
@@ -123,6 +124,13 @@ def rss_bytes(pid: int) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) * 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Stats:
     done: list[tuple[float, float, int]] = field(default_factory=list)  # (finished at, latency s, tokens)
@@ -152,7 +160,7 @@ async def stream_worker(
                 break
         stats.done.append((time.monotonic(), time.perf_counter() - t0, template.tokens))
     await call.done_writing()
-    async for _ in call:
+    while await call.read() is not grpc.aio.EOF:
         pass
 
 
@@ -172,6 +180,12 @@ def histogram_quantile(metrics_text: str, name: str, q: float) -> float:
     return next(le for le, count in buckets if count >= q * total)
 
 
+def bound_ms(seconds: float) -> str:
+    if seconds == float("inf"):
+        return f"> {LATENCY_BUCKETS[-1] * 1e3:.0f} ms (the top bucket)"
+    return f"<= {seconds * 1e3:.1f} ms"
+
+
 async def soak(args, model_id: str, templates: list[Template], sidecar: subprocess.Popen, target: str) -> dict:
     stats = Stats()
     start = time.monotonic()
@@ -183,18 +197,21 @@ async def soak(args, model_id: str, templates: list[Template], sidecar: subproce
             asyncio.create_task(stream_worker(stub, i, model_id, templates, stop, stats)) for i in range(args.streams)
         ]
         seen = 0
-        print(" time s   req/s   tok/s   p50 ms   p99 ms   sidecar RSS MiB")
+        cpu = cpu_seconds(sidecar.pid)
+        print(" time s   req/s   tok/s   p50 ms   p99 ms   sidecar CPU %   sidecar RSS MiB")
         while time.monotonic() < stop:
             await asyncio.sleep(args.sample)
             now = time.monotonic()
             fresh = stats.done[seen:]
             seen += len(fresh)
             rss = rss_bytes(sidecar.pid)
+            cpu, used = cpu_seconds(sidecar.pid), cpu_seconds(sidecar.pid) - cpu
             samples.append((now - start, rss))
             lat = [x[1] for x in fresh]
             print(
                 f"{now - start:7.0f} {len(fresh) / args.sample:7.1f} {sum(x[2] for x in fresh) / args.sample:7.0f} "
-                f"{percentile(lat, 0.5) * 1e3:8.1f} {percentile(lat, 0.99) * 1e3:8.1f} {rss / 2**20:12.1f}",
+                f"{percentile(lat, 0.5) * 1e3:8.1f} {percentile(lat, 0.99) * 1e3:8.1f} "
+                f"{100 * used / args.sample:15.0f} {rss / 2**20:17.1f}",
                 flush=True,
             )
         await asyncio.gather(*workers)
@@ -237,9 +254,10 @@ def main() -> None:
     print(
         f"\nafter warm-up: {len(steady) / span:.1f} requests/s, {sum(x[2] for x in steady) / span:.0f} tokens/s "
         f"({len(HOOKS)} layers each); request latency p50 {percentile(lat, 0.5) * 1e3:.1f} ms, "
-        f"p99 {percentile(lat, 0.99) * 1e3:.1f} ms; sidecar chunk latency p99 <= "
-        f"{histogram_quantile(metrics, 'latentwatch_chunk_latency_seconds', 0.99) * 1e3:.1f} ms; "
-        f"{len(stats.done)} requests, {stats.errors} refused messages"
+        f"p99 {percentile(lat, 0.99) * 1e3:.1f} ms; sidecar chunk latency (queueing included) p99 "
+        f"{bound_ms(histogram_quantile(metrics, 'latentwatch_chunk_latency_seconds', 0.99))}; "
+        f"{len(stats.done)} requests, {stats.errors} refused messages; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
     print(
         f"sidecar RSS after warm-up: {reference / 2**20:.1f} MiB at {warmup:.0f} s, "

@@ -13,13 +13,14 @@ import asyncio
 import concurrent.futures
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import grpc
 import torch
 from google.protobuf import message_factory
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from latentwatch.alerts import Broadcaster, FanOut, RedisStreamSink, SQLiteSink
@@ -60,8 +61,8 @@ class Undecodable(NamedTuple):
         return f"undecodable request: {self.reason}"
 
 
-def _lenient(message_class):
-    def parse(data: bytes):
+def _lenient(message_class: type[Message]) -> Callable[[bytes], Message | Undecodable]:
+    def parse(data: bytes) -> Message | Undecodable:
         try:
             return message_class.FromString(data)
         except DecodeError as exc:
