@@ -19,7 +19,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -37,12 +37,14 @@ log = logging.getLogger(__name__)
 
 
 class _Finals:
-    """Final verdicts per request, with a way to wait for them."""
+    """Final verdicts per request, with a way to wait for them. Only the ``keep`` most recently
+    finished requests are kept: a model server that never asks must not grow without bound."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: int = 10_000) -> None:
         self._cv = threading.Condition()
+        self._keep = keep
         self._verdicts: dict[str, list[Verdict] | None] = {}
-        self._done: set[str] = set()
+        self._done: OrderedDict[str, None] = OrderedDict()  # finished requests, oldest first
 
     def add(self, v: Verdict) -> None:
         with self._cv:
@@ -52,21 +54,26 @@ class _Finals:
 
     def done(self, request_id: str) -> None:
         with self._cv:
-            self._done.add(request_id)
-            self._cv.notify_all()
+            self._finish_locked(request_id)
 
     def lost(self, request_id: str) -> None:
         """No final verdicts will come (the stream carrying the request broke): waiters get None."""
         with self._cv:
             self._verdicts[request_id] = None
-            self._done.add(request_id)
-            self._cv.notify_all()
+            self._finish_locked(request_id)
+
+    def _finish_locked(self, request_id: str) -> None:
+        self._done[request_id] = None
+        while len(self._done) > self._keep:
+            oldest, _ = self._done.popitem(last=False)
+            self._verdicts.pop(oldest, None)
+        self._cv.notify_all()
 
     def wait(self, request_id: str, timeout: float) -> list[Verdict] | None:
         with self._cv:
             if not self._cv.wait_for(lambda: request_id in self._done, timeout):
                 return None
-            self._done.discard(request_id)
+            del self._done[request_id]
             return self._verdicts.pop(request_id, [])
 
 
