@@ -1,5 +1,6 @@
-"""Alert sinks: Redis Streams when a Redis URL is configured, a local SQLite
-file otherwise, and an in-memory fan-out feeding ``WatchAlerts``.
+"""Alert sinks: Redis Streams when a Redis URL is configured (spooling to a
+local file while Redis is away), a local SQLite file otherwise, and an
+in-memory fan-out feeding ``WatchAlerts``.
 
 Sinks are called from the scoring thread. A sink that fails (Redis down)
 must not stop scoring: ``FanOut`` counts the failure and carries on.
@@ -17,8 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from latentwatch.metrics import Metrics
 from latentwatch.records import AlertRecord
 from latentwatch.redis_client import redis_client
+from latentwatch.spool import AlertSpool
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +86,48 @@ class SQLiteSink:
 
 class RedisStreamSink:
     """``XADD stream MAXLEN ~ n`` with the alert's scalar fields flat and its
-    evidence as JSON, so consumers can filter without parsing."""
+    evidence as JSON, so consumers can filter without parsing.
+
+    When an XADD fails (Redis down, restarting, unreachable) the entry goes to
+    a durable local spool instead, and every later alert follows it there
+    until a background thread has replayed the spool, oldest first, so the
+    stream keeps the order alerts were raised in. Delivery is at least once:
+    an entry whose XADD reached Redis but whose reply was lost is sent again;
+    its ``alert_id`` field lets consumers drop the repeat.
+    """
 
     name = "redis"
+    REPLAY_BATCH = 100  # entries per MULTI/EXEC while draining the spool
 
-    def __init__(self, url: str, stream: str = "latentwatch:alerts", maxlen: int = 100_000, cluster: bool = False):
+    def __init__(
+        self,
+        url: str,
+        spool: AlertSpool,
+        stream: str = "latentwatch:alerts",
+        maxlen: int = 100_000,
+        metrics: Metrics | None = None,
+        retry_initial_s: float = 0.1,
+        retry_max_s: float = 5.0,
+        cluster: bool = False,
+    ):
+        import redis
+
         self.stream = stream
         self.maxlen = maxlen
+        self.spool = spool
+        self._errors = (redis.RedisError, OSError)
         self._url, self._cluster = url, cluster
         self._r = None  # connected on first use: a cluster client connects when built, and Redis may be down now
+        self._metrics = metrics or Metrics()
+        self._metrics.spooled_alerts.set_function(lambda: len(self.spool))
+        self._retry = (retry_initial_s, retry_max_s)
+        self._lock = threading.Lock()  # orders "stream directly or spool" decisions
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        if len(spool):
+            self._wake.set()  # entries left by an earlier run go first
+        self._replayer = threading.Thread(target=self._replay_loop, name="latentwatch-spool-replay", daemon=True)
+        self._replayer.start()
 
     def _client(self):
         if self._r is None:
@@ -120,9 +156,48 @@ class RedisStreamSink:
         return AlertRecord.from_dict(d)
 
     def emit(self, alert: AlertRecord) -> None:
-        self._client().xadd(self.stream, self.fields(alert), maxlen=self.maxlen, approximate=True)
+        fields = self.fields(alert)
+        with self._lock:
+            # Straight to Redis only when nothing older waits in the spool; otherwise
+            # this alert would overtake them (and pay a timeout while Redis is down).
+            if not len(self.spool):
+                try:
+                    self._client().xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)
+                    return
+                except self._errors as exc:
+                    log.warning("redis XADD failed (%s); spooling alerts to %s", exc, self.spool.path)
+            self.spool.push(fields)  # if this raises too, FanOut counts the alert as lost
+            self._metrics.alerts_spooled.inc()
+        self._wake.set()
+
+    def _replay_loop(self) -> None:
+        delay = self._retry[0]
+        while not self._stop.is_set():
+            batch = self.spool.peek(self.REPLAY_BATCH)
+            if not batch:
+                self._wake.wait()
+                self._wake.clear()
+                continue
+            try:
+                pipe = self._client().pipeline(transaction=True)  # all or none of the batch, in order
+                for _seq, fields in batch:
+                    pipe.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)
+                pipe.execute()
+            except self._errors as exc:
+                log.debug("spool replay failed (%s); retrying in %.2fs", exc, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, self._retry[1])
+                continue
+            self.spool.remove_through(batch[-1][0])
+            self._metrics.alerts_replayed.inc(len(batch))
+            delay = self._retry[0]
 
     def close(self) -> None:
+        """Stop replaying; what is still spooled stays on disk for the next sidecar."""
+        self._stop.set()
+        self._wake.set()
+        self._replayer.join(timeout=5)
+        self.spool.close()
         if self._r is not None:
             self._r.close()
 

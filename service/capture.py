@@ -19,7 +19,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -41,27 +41,43 @@ log = logging.getLogger(__name__)
 
 
 class _Finals:
-    """Final verdicts per request, with a way to wait for them."""
+    """Final verdicts per request, with a way to wait for them. Only the ``keep`` most recently
+    finished requests are kept: a model server that never asks must not grow without bound."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: int = 10_000) -> None:
         self._cv = threading.Condition()
-        self._verdicts: dict[str, list[Verdict]] = {}
-        self._done: set[str] = set()
+        self._keep = keep
+        self._verdicts: dict[str, list[Verdict] | None] = {}
+        self._done: OrderedDict[str, None] = OrderedDict()  # finished requests, oldest first
 
     def add(self, v: Verdict) -> None:
         with self._cv:
-            self._verdicts.setdefault(v.request_id, []).append(v)
+            verdicts = self._verdicts.setdefault(v.request_id, [])
+            if verdicts is not None:
+                verdicts.append(v)
 
     def done(self, request_id: str) -> None:
         with self._cv:
-            self._done.add(request_id)
-            self._cv.notify_all()
+            self._finish_locked(request_id)
+
+    def lost(self, request_id: str) -> None:
+        """No final verdicts will come (the stream carrying the request broke): waiters get None."""
+        with self._cv:
+            self._verdicts[request_id] = None
+            self._finish_locked(request_id)
+
+    def _finish_locked(self, request_id: str) -> None:
+        self._done[request_id] = None
+        while len(self._done) > self._keep:
+            oldest, _ = self._done.popitem(last=False)
+            self._verdicts.pop(oldest, None)
+        self._cv.notify_all()
 
     def wait(self, request_id: str, timeout: float) -> list[Verdict] | None:
         with self._cv:
             if not self._cv.wait_for(lambda: request_id in self._done, timeout):
                 return None
-            self._done.discard(request_id)
+            del self._done[request_id]
             return self._verdicts.pop(request_id, [])
 
 
@@ -162,8 +178,13 @@ class GrpcMonitorClient:
         self.max_buffer = max_buffer
         self.max_rows_per_chunk = max_rows_per_chunk
         self.on_verdict = on_verdict
-        self.dropped = 0  # chunks dropped since creation
-        self.rejected = 0  # messages the sidecar refused since creation
+        # Counts since creation; export them with latentwatch.metrics.CaptureCollector.
+        self.drops = {"buffer_full": 0, "stream_lost": 0}  # chunks never sent, by reason
+        self.rejected = 0  # messages the sidecar refused
+        self.interrupted = 0  # requests whose stream broke before their final verdicts came
+        self.reconnects = 0  # streams opened after the first
+        self._open: dict[str, bool] = {}  # request id -> its end was sent; requests on the current stream
+        self._cut_off: set[str] = set()  # requests whose stream broke; their remaining messages are dropped
         self.errors: deque[pb.StreamError] = deque(maxlen=256)  # the most recent refusals
         self._unreported_drops = 0
         self._buf: deque[tuple[pb.ClientMessage, bool]] = deque()
@@ -203,6 +224,10 @@ class GrpcMonitorClient:
         return self._finals.wait(request_id, timeout)
 
     @property
+    def dropped(self) -> int:
+        return sum(self.drops.values())
+
+    @property
     def connected(self) -> bool:
         return self._connected.is_set()
 
@@ -222,7 +247,7 @@ class GrpcMonitorClient:
         with self._cv:
             if droppable:
                 if self._chunks_buffered >= self.max_buffer:
-                    self.dropped += 1
+                    self.drops["buffer_full"] += 1
                     self._unreported_drops += 1
                     return
                 self._chunks_buffered += 1
@@ -241,15 +266,41 @@ class GrpcMonitorClient:
                 item, droppable = self._buf.popleft()
                 if droppable:
                     self._chunks_buffered -= 1
-                    item = self._coalesce(item)
-                drops, self._unreported_drops = self._unreported_drops, 0
                 self._cv.notify_all()
+                if self._cut_off_locked(item, droppable):
+                    continue
+                drops = 0
+                if droppable:
+                    item = self._coalesce(item)
+                    drops, self._unreported_drops = self._unreported_drops, 0
+            yield item.to_message(drops) if droppable else item
+
+    def _cut_off_locked(self, item, droppable: bool) -> bool:
+        """Track which requests the current stream carries; True (and count the chunk) for a
+        message of a request whose stream broke: a new sidecar never saw its start and one that
+        survived lost its chunks in flight, so its verdicts could not be trusted anyway."""
+        kind = None if droppable else item.WhichOneof("kind")
+        request_id = item.request_id if droppable else getattr(item, kind).request_id
+        if request_id in self._cut_off and kind != "start":  # a start reuses the id for a new request
             if droppable:
-                item = item.to_message(drops)
-            elif drops:
-                with self._cv:
-                    self._unreported_drops += drops
-            yield item
+                self.drops["stream_lost"] += 1
+            elif kind == "end":
+                self._cut_off.discard(request_id)  # nothing more of it will come
+            return True
+        self._cut_off.discard(request_id)
+        if kind == "start":
+            self._open[request_id] = False
+        elif kind == "end" and request_id in self._open:
+            self._open[request_id] = True
+        return False
+
+    def _stream_broke_locked(self) -> None:
+        for request_id, ended in self._open.items():
+            self.interrupted += 1
+            self._finals.lost(request_id)
+            if not ended:
+                self._cut_off.add(request_id)
+        self._open.clear()
 
     def _coalesce(self, item):
         """Merge buffered rows continuing ``item`` (same request and hook,
@@ -285,6 +336,7 @@ class GrpcMonitorClient:
     def _run(self) -> None:
         delay = self._backoff[0]
         warned = False
+        opened = 0
         while not self._closed:
             with self._cv:
                 self._epoch += 1
@@ -292,6 +344,9 @@ class GrpcMonitorClient:
             try:
                 with self.auth.channel(self.target) as channel:
                     grpc.channel_ready_future(channel).result(timeout=delay * 10)
+                    if opened:
+                        self.reconnects += 1
+                    opened += 1
                     self._connected.set()
                     delay = self._backoff[0]
                     for msg in pb_grpc.MonitorStub(channel).Stream(self._messages(epoch)):
@@ -299,15 +354,16 @@ class GrpcMonitorClient:
                     if self._closed:
                         return
             except (grpc.RpcError, grpc.FutureTimeoutError) as exc:
-                self._connected.clear()
                 refused = isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.UNAUTHENTICATED
                 # A refused token is a configuration mistake someone must see (once, not every retry);
                 # a sidecar away is routine.
                 level = logging.WARNING if refused and not warned else logging.DEBUG
                 warned = refused
                 log.log(level, "sidecar stream broke (%s); retrying in %.2fs", exc, delay)
+            self._connected.clear()
             with self._cv:
                 self._epoch += 1  # stop the old request iterator
+                self._stream_broke_locked()
                 self._cv.notify_all()
             time.sleep(delay)
             delay = min(delay * 2, self._backoff[1])
@@ -321,6 +377,8 @@ class GrpcMonitorClient:
             if self.on_verdict:
                 self.on_verdict(v)
         elif kind == "done":
+            with self._cv:
+                self._open.pop(msg.done.request_id, None)
             self._finals.done(msg.done.request_id)
         elif kind == "error":
             # After a reconnect, chunks of requests whose start was lost are

@@ -28,6 +28,7 @@ class Config:
     redis_stream: str = "latentwatch:alerts"
     redis_maxlen: int = 100_000
     sqlite_path: str = "latentwatch-data/alerts.sqlite"
+    spool_path: str = "latentwatch-data/redis-spool.sqlite"  # alerts wait here while Redis is unreachable
     detector_specs: list[str] = field(default_factory=list)  # YAML files; empty: the bundled ones
     detectors: list[str] = field(default_factory=list)  # names to enable; empty: all
     saes: list[str] = field(default_factory=list)  # extra SAEs to encode for reconstruction health only

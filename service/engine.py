@@ -47,6 +47,8 @@ class _Session:
     recon: dict[str, list[float]] = field(default_factory=dict)
     last_score: dict[str, Any] = field(default_factory=dict)
     text: dict[int, str] = field(default_factory=dict)  # token text by position; kept only if alerts may use it
+    # per hook (and "attention"): the first position not yet received; chunks must not go back
+    next_position: dict[str, int] = field(default_factory=dict)
 
 
 class Engine:
@@ -123,7 +125,13 @@ class Engine:
                 raise invalid(f"span [{s.start}, {s.end}) is empty or reversed")
         with self._lock:
             self._expire_locked(time.monotonic())
-            if request_id not in self._sessions and len(self._sessions) >= self.limits.max_sessions:
+            if request_id in self._sessions:
+                # Starting it again would throw away what it already received.
+                raise MonitorError(
+                    f"request {request_id!r} is already open; send RequestEnd before reusing its id",
+                    grpc.StatusCode.ALREADY_EXISTS,
+                )
+            if len(self._sessions) >= self.limits.max_sessions:
                 raise MonitorError(
                     f"too many live requests ({self.limits.max_sessions}); end some first",
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -152,7 +160,7 @@ class Engine:
             session = self._session(request_id)
             if hook_name not in self.by_hook:
                 raise invalid(f"unknown layer {hook_name!r}; this sidecar monitors {self.hook_names}")
-            positions = self._positions(session, start_position, acts.shape[0])
+            positions = self._positions(session, hook_name, start_position, acts.shape[0])
             keep = positions > 0  # position 0 is the attention sink: no SAE explains it
             if not keep.any():
                 return []
@@ -191,15 +199,15 @@ class Engine:
         if not torch.isfinite(lookback).all() or lookback.min() < 0 or lookback.max() > 1:
             raise invalid("lookback ratios must be finite and within [0, 1]")
         column = {h: i for i, h in enumerate(heads)}
+        for det in self.detectors:
+            missing = [h for h in det.heads if h not in column]
+            if missing:
+                raise invalid(f"detector {det.name} needs heads {missing}; this chunk carries {heads}")
         with self._lock:
             session = self._session(request_id)
-            positions = self._positions(session, start_position, lookback.shape[0])
+            positions = self._positions(session, "attention", start_position, lookback.shape[0])
             roles = _roles_at(session.spans, positions)
             out: list[Verdict] = []
-            for det in self._by_name.values():  # validate before any state changes
-                missing = [h for h in det.heads if h not in column]
-                if missing:
-                    raise invalid(f"detector {det.name} needs heads {missing}; this chunk carries {heads}")
             for det in self.detectors:
                 if det.heads:
                     rows = AttentionRows(positions, roles, lookback[:, [column[h] for h in det.heads]])
@@ -272,12 +280,21 @@ class Engine:
             session.low_confidence = True
             self.metrics.low_confidence.labels(sae.sae_id).inc()
 
-    def _positions(self, session: _Session, start: int, n: int) -> torch.Tensor:
-        """The positions a chunk covers, within the per-request token cap; marks the session live."""
+    def _positions(self, session: _Session, stream: str, start: int, n: int) -> torch.Tensor:
+        """The positions a chunk of ``stream`` (a hook, or attention) covers, within the per-request
+        token cap and after every position already received (a repeated or reordered chunk would
+        be counted twice; a gap is fine: the client dropped rows). Marks the session live."""
         if start + n > self.limits.max_tokens_per_request:
             raise MonitorError(
                 f"request exceeds {self.limits.max_tokens_per_request} tokens", grpc.StatusCode.RESOURCE_EXHAUSTED
             )
+        expected = session.next_position.get(stream, 0)
+        if start < expected:
+            raise invalid(
+                f"{stream} rows from position {start} overlap rows already received (next expected {expected}); "
+                "send each position once, in order"
+            )
+        session.next_position[stream] = start + n
         session.last_seen = time.monotonic()
         return torch.arange(start, start + n)
 

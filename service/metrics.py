@@ -8,9 +8,15 @@ value sets (detector, SAE, reason) - never a request id.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from latentwatch import __version__
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from latentwatch.capture import GrpcMonitorClient
 
 SCORE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -71,7 +77,19 @@ class Metrics:
         )
         self.alerts = Counter("latentwatch_alerts_total", "Alerts raised.", ["detector"], registry=r)
         self.sink_failures = Counter(
-            "latentwatch_alert_sink_failures_total", "Alerts a sink failed to store.", ["sink"], registry=r
+            "latentwatch_alert_sink_failures_total",
+            "Alerts a sink failed to store; for Redis, alerts neither streamed nor spooled (lost).",
+            ["sink"],
+            registry=r,
+        )
+        self.alerts_spooled = Counter(
+            "latentwatch_alerts_spooled_total", "Alerts written to the local spool because Redis failed.", registry=r
+        )
+        self.alerts_replayed = Counter(
+            "latentwatch_alerts_replayed_total", "Spooled alerts later added to the Redis stream.", registry=r
+        )
+        self.spooled_alerts = Gauge(
+            "latentwatch_spooled_alerts", "Alerts waiting in the local spool for Redis to return.", registry=r
         )
         self.watch_dropped = Counter(
             "latentwatch_watch_alerts_dropped_total",
@@ -101,3 +119,35 @@ class Metrics:
             self.low_confidence.labels(sae)
         for sink in sinks:
             self.sink_failures.labels(sink)
+
+
+class CaptureCollector(Collector):
+    """A capture client's counts, for the model server's own /metrics: what the monitor lost
+    is visible where the model runs, even while no sidecar is reachable to count it.
+    Register one per client: ``registry.register(CaptureCollector(client))``."""
+
+    def __init__(self, client: GrpcMonitorClient):
+        self.client = client
+
+    def collect(self):
+        c = self.client
+        dropped = CounterMetricFamily(
+            "latentwatch_capture_chunks_dropped",
+            "Chunks the capture client never sent: buffer_full (sidecar slow or away), "
+            "stream_lost (their request's stream broke).",
+            labels=["reason"],
+        )
+        for reason, n in c.drops.items():
+            dropped.add_metric([reason], n)
+        yield dropped
+        yield CounterMetricFamily(
+            "latentwatch_capture_requests_interrupted",
+            "Requests whose stream broke before their final verdicts came.",
+            value=c.interrupted,
+        )
+        yield CounterMetricFamily(
+            "latentwatch_capture_refused_messages", "Messages the sidecar refused.", value=c.rejected
+        )
+        yield CounterMetricFamily(
+            "latentwatch_capture_reconnects", "Streams to the sidecar opened after the first.", value=c.reconnects
+        )

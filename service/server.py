@@ -14,11 +14,15 @@ import concurrent.futures
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import grpc
 import torch
+from google.protobuf import message_factory
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from latentwatch.alerts import Broadcaster, FanOut, RedisStreamSink, SQLiteSink
@@ -28,6 +32,7 @@ from latentwatch.engine import Engine, Limits
 from latentwatch.errors import MonitorError
 from latentwatch.metrics import Metrics
 from latentwatch.security import BearerTokenInterceptor, check_exposure, server_credentials
+from latentwatch.spool import AlertSpool
 from latentwatch.tensors import from_wire
 from latentwatch.v1 import monitor_pb2 as pb
 from latentwatch.v1 import monitor_pb2_grpc as pb_grpc
@@ -45,6 +50,51 @@ def _lookback(a: pb.AttentionChunk) -> torch.Tensor:
 
 def _spans(start: pb.RequestStart) -> list[Span]:
     return [Span(role=s.role, start=s.start, end=s.end) for s in start.spans]
+
+
+class Undecodable(NamedTuple):
+    """Request bytes that do not parse as their message type. Parsing hands this
+    to the RPC instead of raising, because grpc answers a raising deserializer
+    with UNKNOWN on unary calls and silently ends a Stream; the RPC answers it
+    with INVALID_ARGUMENT (a StreamError on Stream, which stays open)."""
+
+    reason: str
+
+    def __str__(self) -> str:
+        return f"undecodable request: {self.reason}"
+
+
+def _lenient(message_class: type[Message]) -> Callable[[bytes], Message | Undecodable]:
+    def parse(data: bytes) -> Message | Undecodable:
+        try:
+            return message_class.FromString(data)
+        except DecodeError as exc:
+            return Undecodable(str(exc))
+
+    return parse
+
+
+_HANDLER_FOR = {  # (client streams, server streams) -> grpc's handler factory
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
+def add_monitor_service(servicer: pb_grpc.MonitorServicer, server: grpc.aio.Server) -> None:
+    """Register the Monitor service as the generated ``add_MonitorServicer_to_server``
+    does, but with request parsing that never raises (see ``Undecodable``)."""
+    handlers = {}
+    for method in pb.DESCRIPTOR.services_by_name["Monitor"].methods:
+        request, response = (message_factory.GetMessageClass(t) for t in (method.input_type, method.output_type))
+        handlers[method.name] = _HANDLER_FOR[(method.client_streaming, method.server_streaming)](
+            getattr(servicer, method.name),
+            request_deserializer=_lenient(request),
+            response_serializer=response.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 class MonitorServicer(pb_grpc.MonitorServicer):
@@ -73,10 +123,12 @@ class MonitorServicer(pb_grpc.MonitorServicer):
     def handle_many(self, batch: list[tuple[pb.ClientMessage, float]]) -> list[pb.ServerMessage]:
         return [out for msg, received in batch for out in self.handle(msg, received)]
 
-    def handle(self, msg: pb.ClientMessage, received: float) -> list[pb.ServerMessage]:
-        kind = msg.WhichOneof("kind")
+    def handle(self, msg: pb.ClientMessage | Undecodable, received: float) -> list[pb.ServerMessage]:
+        kind = "undecodable" if isinstance(msg, Undecodable) else msg.WhichOneof("kind")
         request_id = ""
         try:
+            if kind == "undecodable":
+                raise MonitorError(str(msg))
             if kind == "start":
                 request_id = msg.start.request_id
                 self.engine.start(request_id, msg.start.model_id, _spans(msg.start))
@@ -149,6 +201,8 @@ class MonitorServicer(pb_grpc.MonitorServicer):
             self.metrics.active_streams.dec()
 
     async def Score(self, request, context):
+        await _refuse_undecodable(request, context)
+
         def run():
             chunks = [(c.hook_name, c.start_position, self._decode_chunk(c)) for c in request.chunks]
             attention = [(a.start_position, list(a.heads), _lookback(a)) for a in request.attention]
@@ -164,6 +218,7 @@ class MonitorServicer(pb_grpc.MonitorServicer):
         return pb.ScoreResponse(verdicts=[v.to_pb() for v in verdicts])
 
     async def ListDetectors(self, request, context):
+        await _refuse_undecodable(request, context)
         return pb.ListDetectorsResponse(
             detectors=[
                 pb.DetectorInfo(
@@ -181,6 +236,7 @@ class MonitorServicer(pb_grpc.MonitorServicer):
         )
 
     async def WatchAlerts(self, request, context):
+        await _refuse_undecodable(request, context)
         known = {d.name for d in self.engine.detectors}
         unknown = set(request.detectors) - known
         if unknown:
@@ -192,6 +248,11 @@ class MonitorServicer(pb_grpc.MonitorServicer):
                 yield alert.to_pb()
         finally:
             self.broadcaster.unsubscribe(key)
+
+
+async def _refuse_undecodable(request, context: grpc.aio.ServicerContext) -> None:
+    if isinstance(request, Undecodable):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
 
 
 @dataclass
@@ -222,7 +283,9 @@ def build_engine(cfg: Config, metrics: Metrics) -> tuple[Engine, FanOut, Broadca
     broadcaster = Broadcaster(on_drop=metrics.watch_dropped.inc)
     sinks = [broadcaster]
     if cfg.redis_url:
-        sinks.append(RedisStreamSink(cfg.redis_url, cfg.redis_stream, cfg.redis_maxlen, cfg.redis_cluster))
+        spool = AlertSpool(cfg.spool_path)
+        sinks.append(RedisStreamSink(cfg.redis_url, spool, cfg.redis_stream, cfg.redis_maxlen, metrics,
+                                     cluster=cfg.redis_cluster))
     else:
         sinks.append(SQLiteSink(cfg.sqlite_path))
     fan = FanOut(sinks, on_failure=lambda name: metrics.sink_failures.labels(name).inc())
@@ -252,7 +315,7 @@ async def start_sidecar(cfg: Config) -> Sidecar:
     server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", cfg.max_message_bytes)], interceptors=interceptors
     )
-    pb_grpc.add_MonitorServicer_to_server(servicer, server)
+    add_monitor_service(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -44,25 +44,52 @@ def lm():
     return load_model()
 
 
+class RedisServer:
+    """A redis-server process of our own on a fixed port, which a test may kill and start again.
+    With ``durable`` every write is fsynced to an append-only file, so a killed server comes back
+    with what it had acknowledged."""
+
+    def __init__(self, directory: Path, durable: bool = False):
+        self.exe = shutil.which("redis-server")
+        if self.exe is None:
+            pytest.fail("redis-server is not installed; .ci/run installs it (apt-get install redis-server)")
+        self.port = free_port()
+        self.dir = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.durable = durable
+        self.proc: subprocess.Popen | None = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        persist = ["--appendonly", "yes", "--appendfsync", "always"] if self.durable else ["--appendonly", "no"]
+        self.proc = subprocess.Popen(
+            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.dir), *persist],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        import redis
+
+        client = redis.Redis(port=self.port)
+        wait_for(lambda: _ping(client), 10, "redis-server to start")
+        client.close()
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handshake, as when the process dies."""
+        self.proc.kill()
+        self.proc.wait(5)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.fail("redis-server is not installed; .ci/run installs it (apt-get install redis-server)")
-    port = free_port()
-    d = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(d)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import redis
-
-    client = redis.Redis(port=port)
-    wait_for(lambda: _ping(client), 10, "redis-server to start")
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(5)
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server.url
+    server.stop()
 
 
 def _ping(client) -> bool:
@@ -73,7 +100,12 @@ def _ping(client) -> bool:
 
 
 def make_config(tmp_path: Path, **kw) -> Config:
-    base = dict(listen="127.0.0.1:0", metrics_port=0, sqlite_path=str(tmp_path / "alerts.sqlite"))
+    base = dict(
+        listen="127.0.0.1:0",
+        metrics_port=0,
+        sqlite_path=str(tmp_path / "alerts.sqlite"),
+        spool_path=str(tmp_path / "redis-spool.sqlite"),
+    )
     base.update(kw)
     return Config(**base)
 

@@ -142,3 +142,16 @@ def test_low_confidence_marks_activations_the_sae_cannot_explain(lm):
         verdicts[rid] = monitor.wait_final(rid, 1)[0]
     assert not verdicts["normal"].low_confidence
     assert verdicts["rotated"].low_confidence
+
+
+def test_final_verdicts_nobody_waits_for_are_not_kept_forever():
+    from latentwatch.capture import _Finals
+    from latentwatch.records import Verdict
+
+    finals = _Finals(keep=3)
+    for i in range(5):
+        finals.add(Verdict(f"r{i}", "d", 0.1, 0.5, False, 1, 2, final=True))
+        finals.done(f"r{i}")
+    assert finals.wait("r0", timeout=0) is None and finals.wait("r1", timeout=0) is None  # evicted
+    assert [v.request_id for v in finals.wait("r4", timeout=0)] == ["r4"]
+    assert len(finals._verdicts) == 2

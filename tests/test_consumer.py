@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -22,6 +23,7 @@ from latentwatch.alerts import RedisStreamSink
 from latentwatch.consumer import AlertConsumer
 from latentwatch.records import AlertRecord
 from latentwatch.redis_client import redis_client
+from latentwatch.spool import AlertSpool
 
 from .conftest import free_port, wait_for
 
@@ -41,7 +43,11 @@ def _alert(i: int, detector: str = "harmful_request") -> AlertRecord:
 
 
 def _emit(url: str, stream: str, n: int, cluster: bool = False) -> list[str]:
-    sink = RedisStreamSink(url, stream, cluster=cluster)
+    with tempfile.TemporaryDirectory() as d:
+        return _emit_via(RedisStreamSink(url, AlertSpool(Path(d) / "spool.sqlite"), stream, cluster=cluster), n)
+
+
+def _emit_via(sink: RedisStreamSink, n: int) -> list[str]:
     alerts = [_alert(i) for i in range(n)]
     for a in alerts:
         sink.emit(a)
