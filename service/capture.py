@@ -69,6 +69,10 @@ class _Rows(NamedTuple):
     start: int
     rows: torch.Tensor
     heads: tuple[str, ...] | None = None  # set for lookback ratios
+    ready: object = None  # a CUDA event when ``rows`` is still being copied from the device
+
+    def landed(self) -> bool:
+        return self.ready is None or self.ready.query()
 
     def to_message(self, drops: int) -> pb.ClientMessage:
         if self.heads is not None:
@@ -175,9 +179,12 @@ class GrpcMonitorClient:
         )
         self._put(pb.ClientMessage(start=msg), droppable=False)
 
-    def send_chunk(self, request_id: str, hook_name: str, start_position: int, rows: torch.Tensor) -> None:
-        # Serialisation happens on the sender thread; the caller only enqueues.
-        self._put(_Rows(request_id, hook_name, start_position, rows), droppable=True)
+    def send_chunk(
+        self, request_id: str, hook_name: str, start_position: int, rows: torch.Tensor, ready: object = None
+    ) -> None:
+        """Enqueue rows; serialisation happens on the sender thread. ``ready``: a CUDA
+        event recorded after an asynchronous copy into ``rows`` (waited for there)."""
+        self._put(_Rows(request_id, hook_name, start_position, rows, ready=ready), droppable=True)
 
     def send_attention(self, request_id: str, start_position: int, heads: list[str], lookback: torch.Tensor) -> None:
         self._put(_Rows(request_id, "", start_position, lookback, tuple(heads)), droppable=True)
@@ -227,6 +234,10 @@ class GrpcMonitorClient:
                 item, droppable = self._buf.popleft()
                 if droppable:
                     self._chunks_buffered -= 1
+            if droppable and not item.landed():
+                item.ready.synchronize()  # outside the lock: the engine keeps enqueueing meanwhile
+            with self._cv:
+                if droppable:
                     item = self._coalesce(item)
                 drops, self._unreported_drops = self._unreported_drops, 0
                 self._cv.notify_all()
@@ -253,14 +264,14 @@ class GrpcMonitorClient:
             entry = self._buf.popleft()
             nxt = entry[0]
             same_stream = (nxt.request_id, nxt.hook_name, nxt.heads) == (item.request_id, item.hook_name, item.heads)
-            if same_stream and nxt.start == end:
+            if same_stream and nxt.start == end and nxt.landed():
                 self._chunks_buffered -= 1
                 parts.append(nxt.rows)
                 end += nxt.rows.shape[0]
             else:
                 skipped.append(entry)
         self._buf.extendleft(reversed(skipped))
-        return item._replace(rows=parts[0] if len(parts) == 1 else torch.cat(parts))
+        return item._replace(rows=parts[0] if len(parts) == 1 else torch.cat(parts), ready=None)
 
     def _run(self) -> None:
         delay = self._backoff[0]
