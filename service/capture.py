@@ -155,6 +155,7 @@ class GrpcMonitorClient:
         self.max_rows_per_chunk = max_rows_per_chunk
         self.on_verdict = on_verdict
         self.dropped = 0  # chunks dropped since creation
+        self.dropped_control = 0  # request starts/ends dropped: the sidecar was away for very long
         self.rejected = 0  # messages the sidecar refused since creation
         self.errors: deque[pb.StreamError] = deque(maxlen=256)  # the most recent refusals
         self._unreported_drops = 0
@@ -219,6 +220,9 @@ class GrpcMonitorClient:
                     self._unreported_drops += 1
                     return
                 self._chunks_buffered += 1
+            elif len(self._buf) - self._chunks_buffered >= 4 * self.max_buffer:
+                self.dropped_control += 1  # bounded too: a long outage must not grow memory without end
+                return
             self._buf.append((item, droppable))
             self._cv.notify_all()
 

@@ -213,6 +213,7 @@ class _Capture:
             return {
                 "requests": len(self.requests),
                 "dropped": self.client.dropped,
+                "dropped_control": self.client.dropped_control,
                 "rejected": self.client.rejected,
                 "connected": self.client.connected,
                 "prefix_cached_positions": self.prefix_cached_positions,
