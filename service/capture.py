@@ -187,8 +187,10 @@ class GrpcMonitorClient:
         event recorded after an asynchronous copy into ``rows`` (waited for there)."""
         self._put(_Rows(request_id, hook_name, start_position, rows, ready=ready), droppable=True)
 
-    def send_attention(self, request_id: str, start_position: int, heads: list[str], lookback: torch.Tensor) -> None:
-        self._put(_Rows(request_id, "", start_position, lookback, tuple(heads)), droppable=True)
+    def send_attention(
+        self, request_id: str, start_position: int, heads: list[str], lookback: torch.Tensor, ready: object = None
+    ) -> None:
+        self._put(_Rows(request_id, "", start_position, lookback, tuple(heads), ready), droppable=True)
 
     def end_request(self, request_id: str) -> None:
         self._put(pb.ClientMessage(end=pb.RequestEnd(request_id=request_id)), droppable=False)

@@ -347,7 +347,8 @@ class _Lookback:
                     if layer_idx == self.last_layer:
                         done = self.pending.pop(req.public_id)
                         if all(r is not None for r in done):
-                            capture.client.send_attention(req.public_id, pos, self.names, torch.stack(done, 1))
+                            host, ready = _to_host(torch.stack(done, 1))
+                            capture.client.send_attention(req.public_id, pos, self.names, host, ready)
             except Exception:  # noqa: BLE001 - the monitor never fails a forward
                 capture.hook_errors += 1
                 log.exception("latentwatch: lookback failed")
@@ -362,8 +363,8 @@ def _lookback(
     """Ratios [n, heads] for queries at positions ``start..start+n`` against keys [T, heads, hd] of positions 0..T."""
     n, total = q.shape[0], keys.shape[0]
     scores = torch.einsum("nhd,thd->hnt", q.float(), keys.float()) * scale
-    qpos = torch.arange(start, start + n)[:, None]
-    kpos = torch.arange(total)[None, :]
+    qpos = torch.arange(start, start + n, device=q.device)[:, None]
+    kpos = torch.arange(total, device=q.device)[None, :]
     w = torch.softmax(scores.masked_fill((kpos > qpos)[None], float("-inf")), dim=-1)
     ctx = w[..., context[0] : context[1]].sum(-1)  # [h, n]
     gen = (w * ((kpos >= response_start) & (kpos < qpos))[None]).sum(-1)

