@@ -226,7 +226,8 @@ class GrpcMonitorClient:
                 self.dropped_control += 1  # bounded too: a long outage must not grow memory without end
                 return
             self._buf.append((item, droppable))
-            self._cv.notify_all()
+            if len(self._buf) == 1:
+                self._cv.notify_all()  # the sender waits only on an empty buffer
 
     # -- the sender thread ------------------------------------------------------------------
 

@@ -189,8 +189,10 @@ class _Capture:
 
     def _residual_hook(self, name: str):
         def hook(module, args, output) -> None:
+            if not self.requests:
+                return
             step = self.step()
-            if step is None or not self.requests:
+            if step is None:
                 return
             try:
                 parts = list(self.monitored(step, name))
