@@ -32,6 +32,7 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import psutil
 from latentwatch.models import bundled_checkpoint
 
 PROMPTS = [
@@ -92,10 +93,23 @@ def chat(port: int, prompt: str, tokens: int, opt_out: bool = False) -> int:
         return json.loads(r.read())["usage"]["completion_tokens"]
 
 
-def rate_of_round(pool, port: int, prompts: list[str], tokens: int, opt_out: bool = False) -> float:
-    t = time.perf_counter()
+def cpu_seconds(procs) -> float:
+    """User + system CPU time of vLLM's processes (API server, engine core, worker)."""
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def run_round(pool, port: int, prompts: list[str], tokens: int, procs, opt_out: bool = False) -> tuple[float, float]:
+    """(generated tokens/s, vLLM CPU milliseconds per generated token) of one round."""
+    t, cpu = time.perf_counter(), cpu_seconds(procs)
     n = sum(pool.map(lambda p: chat(port, p, tokens, opt_out), prompts))
-    return n / (time.perf_counter() - t)
+    return n / (time.perf_counter() - t), 1000 * (cpu_seconds(procs) - cpu) / n
 
 
 def run_server(name: str, plugin_env: dict[str, str], args, interleave: bool = False) -> dict[str, list[float]]:
@@ -104,21 +118,25 @@ def run_server(name: str, plugin_env: dict[str, str], args, interleave: bool = F
     proc = start_vllm(port, plugin_env, f"/tmp/latentwatch-vllm-bench-{name.replace(' ', '-')}.log")
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.concurrency)]
     rates: dict[str, list[float]] = {"monitored": [], "opted out": []}
+    cpu: dict[str, list[float]] = {"monitored": [], "opted out": []}
     try:
+        procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
         with ThreadPoolExecutor(args.concurrency) as pool:
-            rate_of_round(pool, port, prompts, 8)  # warm-up
+            run_round(pool, port, prompts, 8, procs)  # warm-up
             for _ in range(args.rounds):
-                rates["monitored"].append(rate_of_round(pool, port, prompts, args.tokens))
-                if interleave:
-                    rates["opted out"].append(rate_of_round(pool, port, prompts, args.tokens, opt_out=True))
+                for kind in ("monitored", "opted out") if interleave else ("monitored",):
+                    rate, ms = run_round(pool, port, prompts, args.tokens, procs, opt_out=kind == "opted out")
+                    rates[kind].append(rate)
+                    cpu[kind].append(ms)
     finally:
         proc.terminate()
         proc.wait(60)
     for kind, r in rates.items():
         if r:
             label = name if not interleave else f"{name} ({kind})"
-            print(f"{label:>36}: {statistics.median(r):7.1f} tokens/s (rounds: {', '.join(f'{x:.1f}' for x in r)})")
-    return rates
+            print(f"{label:>36}: {statistics.median(r):7.1f} tokens/s, {statistics.median(cpu[kind]):6.2f} CPU ms/token"
+                  f" (rounds: {', '.join(f'{x:.1f}' for x in r)})", flush=True)  # fmt: skip
+    return {**rates, "cpu monitored": cpu["monitored"], "cpu opted out": cpu["opted out"]}
 
 
 def main() -> None:
@@ -132,18 +150,24 @@ def main() -> None:
     sidecar = start_sidecar(sidecar_port)
     try:
         on = {"LATENTWATCH_VLLM_SIDECAR": f"127.0.0.1:{sidecar_port}", "LATENTWATCH_VLLM_LAYERS": "12,20"}
-        off_before = statistics.median(run_server("plugin off", {}, args)["monitored"])
+        before = run_server("plugin off", {}, args)
         both = run_server("plugin on, 2 layers", on, args, interleave=True)
-        off_after = statistics.median(run_server("plugin off, again", {}, args)["monitored"])
-        off = (off_before + off_after) / 2
+        after = run_server("plugin off, again", {}, args)
+        off = (statistics.median(before["monitored"]) + statistics.median(after["monitored"])) / 2
+        off_cpu = statistics.median(before["cpu monitored"] + after["cpu monitored"])
         on_rate = statistics.median(both["monitored"])
         paired = statistics.median(m / o for m, o in zip(both["monitored"], both["opted out"], strict=True))
+        cpu_paired = statistics.median(o / m for m, o in zip(both["cpu monitored"], both["cpu opted out"], strict=True))
         print(f"ratio on/off, servers side by side (2 layers): {on_rate / off:.3f}  (target >= 0.95)")
         print(f"ratio monitored/opted-out, interleaved rounds (2 layers): {paired:.3f}  (target >= 0.95)")
+        print(f"CPU cost ratio off/on per generated token (2 layers): side by side "
+              f"{off_cpu / statistics.median(both['cpu monitored']):.3f}, interleaved {cpu_paired:.3f}"
+              "  (the throughput ratio a CPU-bound engine would see; robust to a shared machine's load)")  # fmt: skip
         if args.heads:
             heads = run_server("plugin on, + heads", {**on, "LATENTWATCH_VLLM_HEADS": args.heads}, args)
             print(f"ratio on/off, servers side by side (2 layers + {args.heads}): "
-                  f"{statistics.median(heads['monitored']) / off:.3f}")  # fmt: skip
+                  f"{statistics.median(heads['monitored']) / off:.3f}; CPU cost ratio "
+                  f"{off_cpu / statistics.median(heads['cpu monitored']):.3f}")  # fmt: skip
     finally:
         sidecar.terminate()
         sidecar.wait(10)

