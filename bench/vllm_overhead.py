@@ -13,6 +13,10 @@ Two measurements, each printed as generated tokens/s and a ratio (target
    with rounds of requests that opt out (``vllm_xargs: {"latentwatch": "off"}``,
    hooks installed but idle), so slow drift of a shared machine cancels.
 
+3. the sender alone: the CPU the capture client spends per token (rows of two
+   layers for 8 interleaved requests, one decode step per 30 ms) sending to
+   the same sidecar, to set against vLLM's CPU per token.
+
 The workload is rounds of concurrent chat requests of fixed length
 (``ignore_eos``). vLLM's CPU worker binds its compute threads to core 0; the
 sidecar is pinned to the last core, where the API server also runs (on a
@@ -139,6 +143,38 @@ def run_server(name: str, plugin_env: dict[str, str], args, interleave: bool = F
     return {**rates, "cpu monitored": cpu["monitored"], "cpu opted out": cpu["opted out"]}
 
 
+def sender_cpu_ms_per_token(sidecar_port: int, requests: int = 8, steps: int = 150) -> float:
+    """CPU milliseconds this process spends per token sending two layers' rows (hooks' side + sender thread)."""
+    import torch
+    from latentwatch.capture import GrpcMonitorClient
+    from latentwatch.detectors.base import Span
+    from latentwatch.v1 import monitor_pb2 as pb
+
+    hooks = ("model.layers.12", "model.layers.20")
+    client = GrpcMonitorClient(f"127.0.0.1:{sidecar_port}", "m")
+    client.wait_connected(10)
+    for r in range(requests):
+        client.start_request(f"r{r}", [Span(pb.SPAN_ROLE_USER, 0, 30), Span(pb.SPAN_ROLE_RESPONSE, 30, 0)])
+        for h in hooks:
+            client.send_chunk(f"r{r}", h, 0, torch.randn(30, 576).bfloat16())
+    time.sleep(2)
+    rows = torch.randn(steps, requests, 576).bfloat16()
+    cpu = time.process_time()
+    for s in range(steps):
+        for h in hooks:
+            for r in range(requests):
+                client.send_chunk(f"r{r}", h, 30 + s, rows[s, r : r + 1])
+        time.sleep(0.03)
+    while client._buf:
+        time.sleep(0.01)
+    time.sleep(0.5)  # the last messages leave the gRPC stack
+    cpu = time.process_time() - cpu
+    for r in range(requests):
+        client.end_request(f"r{r}")
+    client.close()
+    return 1000 * cpu / (steps * requests)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=6)
@@ -150,6 +186,7 @@ def main() -> None:
     sidecar = start_sidecar(sidecar_port)
     try:
         on = {"LATENTWATCH_VLLM_SIDECAR": f"127.0.0.1:{sidecar_port}", "LATENTWATCH_VLLM_LAYERS": "12,20"}
+        print(f"sender alone: {sender_cpu_ms_per_token(sidecar_port):.3f} CPU ms per token (2 layers)", flush=True)
         before = run_server("plugin off", {}, args)
         both = run_server("plugin on, 2 layers", on, args, interleave=True)
         after = run_server("plugin off, again", {}, args)
