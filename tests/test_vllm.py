@@ -43,6 +43,7 @@ LAYERS = [12, 20]
 HOOKS = [f"model.layers.{i}" for i in LAYERS]
 HEADS = ["L3H0", "L14H5", "L27H8"]
 MODEL = "smollm2"
+BLOCK = 32  # KV cache block (the CPU kernels need a multiple of 32; vLLM's CPU default is 128)
 CONTEXT = "The Varnholt Bridge, finished in 1931, was designed by the engineer Ilse Marquardt."
 QUESTION = "Who designed the Varnholt Bridge?"
 
@@ -120,7 +121,8 @@ def stack(tmp_path_factory, redis_url):
     proc = subprocess.Popen(
         [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(bundled_checkpoint()),
          "--served-model-name", MODEL, "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "1024",
-         "--kv-cache-memory-bytes", str(1 << 30), "--seed", "0"],
+         "--kv-cache-memory-bytes", str(1 << 30), "--seed", "0",
+         "--block-size", str(BLOCK)],  # small blocks: a repeated ~60-token prompt hits the prefix cache
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -176,7 +178,8 @@ def _rel_errors(got: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
     return (got - want).norm(dim=-1) / want.norm(dim=-1)
 
 
-def _assert_rows_match_hf(lm, tap: Tap, resp: dict) -> None:
+def _assert_rows_match_hf(lm, tap: Tap, resp: dict, first: int = 0) -> None:
+    """The request's rows arrived once each, in order from ``first``, and match an HF forward."""
     rid = resp["id"]
     ids = _tokens(resp)
     wait_for(lambda: rid in tap.ends, 30, f"RequestEnd of {rid}")
@@ -186,8 +189,9 @@ def _assert_rows_match_hf(lm, tap: Tap, resp: dict) -> None:
     for hook in HOOKS:
         positions, got = tap.stacked(rid, hook)
         # every forwarded position exactly once, in order (an async-scheduling overshoot may add the last token)
-        assert positions[: len(ids)] == list(range(len(ids))), (hook, positions[:8], len(ids))
-        err = _rel_errors(got[1 : len(ids)], want[hook][1:])  # position 0 is the attention sink, norm ~100x
+        assert positions[: len(ids) - first] == list(range(first, len(ids))), (hook, positions[:8], len(ids))
+        lo = max(first, 1)  # position 0, the attention sink (norm ~100x the others), is left out
+        err = _rel_errors(got[lo - first : len(ids) - first], want[hook][lo:])
         assert err.median() < ROW_REL_MEDIAN and err.max() < ROW_REL_MAX, (hook, float(err.median()), float(err.max()))
 
 
@@ -245,6 +249,28 @@ def test_lookback_ratios_from_vllm_match_hf(stack, lm):
     diff = (got - want).abs()
     assert diff[response_start:].max() < LOOKBACK_ATOL, diff[response_start:].max(0)
     assert diff.max() < LOOKBACK_ATOL
+
+
+def test_prefix_cached_prompt_rows_are_not_recomputed_and_lookback_still_matches(stack, lm):
+    """A repeated prompt's leading blocks come from the prefix cache: their rows are never
+    computed, so capture starts at the first computed position (documented); lookback ratios
+    of the rest still match HF, because the cached blocks' keys are in the paged shadow."""
+    base, _, tap = stack
+    messages = [{"role": "user", "content": f"{CONTEXT}\n\n{QUESTION}"}]
+    for _ in range(2):  # the second one hits the cache (the first may too, after the lookback test)
+        resp = chat(base, messages, max_tokens=8, vllm_xargs={"latentwatch_context": CONTEXT})
+    rid = resp["id"]
+    wait_for(lambda: rid in tap.ends, 30, f"RequestEnd of {rid}")
+    first = tap.stacked(rid, HOOKS[0])[0][0]
+    assert first > 0 and first % BLOCK == 0  # whole blocks were served from the prefix cache
+    assert worker_stats(base)["prefix_cached_positions"] >= first
+    _assert_rows_match_hf(lm, tap, resp, first=first)
+    ids = _tokens(resp)
+    _, want = monitored_rows(lm, ids, list(tap.starts[rid].spans), [], HEADS)
+    chunks = sorted(tap.lookback[rid], key=lambda c: c[0])
+    assert chunks[0][0] == first
+    got = torch.cat([r for _, _, r in chunks])[: len(ids) - first]
+    assert (got - want[first:]).abs().max() < LOOKBACK_ATOL
 
 
 def test_opted_out_request_is_not_captured(stack):
