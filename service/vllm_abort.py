@@ -43,7 +43,6 @@ class AbortWatcher:
         self.engine = engine
         self.loop = loop
         self.reasons: OrderedDict[str, str] = OrderedDict()
-        self.aborted = 0
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="latentwatch-abort", daemon=True)
         self._thread.start()
@@ -71,7 +70,6 @@ class AbortWatcher:
             self.reasons[alert.request_id] = abort_reason(alert)
             while len(self.reasons) > self.MAX_REASONS:
                 self.reasons.popitem(last=False)
-        self.aborted += 1
         log.info("latentwatch: aborting %s (%s flagged)", alert.request_id, alert.detector)
         asyncio.run_coroutine_threadsafe(self.engine.abort(alert.request_id), self.loop)
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -114,11 +113,9 @@ class _Capture:
         self.hook_errors = 0
         self._step: _Step | None = None
         self._in_step = False
-        self._lock = threading.Lock()  # the runner is single-threaded; this guards stats reads
         layers = _decoder_layers(self.runner.get_model())
-        self._handles = []
         for i, name in zip(settings.layers, settings.hook_names, strict=True):
-            self._handles.append(_layer(layers, i).register_forward_hook(self._residual_hook(name)))
+            _layer(layers, i).register_forward_hook(self._residual_hook(name))
         self.lookback = _Lookback(self, layers, settings.heads) if settings.heads else None
         self._wrap_execute_model()
 
@@ -211,24 +208,17 @@ class _Capture:
         return hook
 
     def stats(self) -> dict:
-        with self._lock:
-            return {
-                "requests": len(self.requests),
-                "dropped": self.client.dropped,
-                "dropped_control": self.client.dropped_control,
-                "rejected": self.client.rejected,
-                "connected": self.client.connected,
-                "prefix_cached_positions": self.prefix_cached_positions,
-                "hook_errors": self.hook_errors,
-                "lookback_heads": list(self.settings.heads) if self.lookback else [],
-            }
-
-    def close(self) -> None:
-        for h in self._handles:
-            h.remove()
-        if self.lookback is not None:
-            self.lookback.remove()
-        self.client.close(flush_timeout=1.0)
+        """Counters for operators and tests (plain ints: read without a lock)."""
+        return {
+            "requests": len(self.requests),
+            "dropped": self.client.dropped,
+            "dropped_control": self.client.dropped_control,
+            "rejected": self.client.rejected,
+            "connected": self.client.connected,
+            "prefix_cached_positions": self.prefix_cached_positions,
+            "hook_errors": self.hook_errors,
+            "lookback_heads": list(self.settings.heads) if self.lookback else [],
+        }
 
 
 def _to_host(t: torch.Tensor) -> tuple[torch.Tensor, object]:
@@ -281,7 +271,6 @@ class _Lookback:
         self.keys: dict[int, torch.Tensor] = {}  # layer -> [slots, chosen kv heads, head_dim]
         self.kv_of: dict[int, list[int]] = {}  # layer -> per chosen head, its column in keys[layer]
         self.pending: dict[str, list[torch.Tensor | None]] = {}  # request -> per head, this step's ratios
-        self._handles = []
         for layer_idx, cols in self.by_layer.items():
             attn = _layer(layers, layer_idx).self_attn.attn
             for j in cols:
@@ -293,11 +282,7 @@ class _Lookback:
             group = attn.num_heads // attn.num_kv_heads
             kv = sorted({self.heads[j].head // group for j in cols})
             self.kv_of[layer_idx] = [kv.index(self.heads[j].head // group) for j in cols]
-            self._handles.append(attn.register_forward_pre_hook(self._hook(layer_idx, attn, kv)))
-
-    def remove(self) -> None:
-        for h in self._handles:
-            h.remove()
+            attn.register_forward_pre_hook(self._hook(layer_idx, attn, kv))
 
     def _slots(self, step: _Step) -> np.ndarray:
         """The KV slot of each scheduled token (as vLLM's slot mapping computes it)."""
