@@ -90,6 +90,10 @@ class _Rows(NamedTuple):
     rows: torch.Tensor
     heads: tuple[str, ...] | None = None  # set for lookback ratios
     text: tuple[str, ...] | None = None  # each row's token text, when the capture sends it
+    ready: object = None  # a CUDA event when ``rows`` is still being copied from the device
+
+    def landed(self) -> bool:
+        return self.ready is None or self.ready.query()
 
     def to_message(self, drops: int) -> pb.ClientMessage:
         if self.heads is not None:
@@ -185,6 +189,7 @@ class GrpcMonitorClient:
         self.reconnects = 0  # streams opened after the first
         self._open: dict[str, bool] = {}  # request id -> its end was sent; requests on the current stream
         self._cut_off: set[str] = set()  # requests whose stream broke; their remaining messages are dropped
+        self.dropped_control = 0  # request starts/ends dropped: the sidecar was away for very long
         self.errors: deque[pb.StreamError] = deque(maxlen=256)  # the most recent refusals
         self._unreported_drops = 0
         self._buf: deque[tuple[pb.ClientMessage, bool]] = deque()
@@ -209,13 +214,22 @@ class GrpcMonitorClient:
         self._put(pb.ClientMessage(start=msg), droppable=False)
 
     def send_chunk(
-        self, request_id: str, hook_name: str, start_position: int, rows: torch.Tensor, text: tuple[str, ...] = ()
+        self,
+        request_id: str,
+        hook_name: str,
+        start_position: int,
+        rows: torch.Tensor,
+        text: tuple[str, ...] = (),
+        ready: object = None,
     ) -> None:
-        # Serialisation happens on the sender thread; the caller only enqueues.
-        self._put(_Rows(request_id, hook_name, start_position, rows, text=text or None), droppable=True)
+        """Enqueue rows; serialisation happens on the sender thread. ``ready``: a CUDA
+        event recorded after an asynchronous copy into ``rows`` (waited for there)."""
+        self._put(_Rows(request_id, hook_name, start_position, rows, text=text or None, ready=ready), droppable=True)
 
-    def send_attention(self, request_id: str, start_position: int, heads: list[str], lookback: torch.Tensor) -> None:
-        self._put(_Rows(request_id, "", start_position, lookback, tuple(heads)), droppable=True)
+    def send_attention(
+        self, request_id: str, start_position: int, heads: list[str], lookback: torch.Tensor, ready: object = None
+    ) -> None:
+        self._put(_Rows(request_id, "", start_position, lookback, tuple(heads), ready=ready), droppable=True)
 
     def end_request(self, request_id: str) -> None:
         self._put(pb.ClientMessage(end=pb.RequestEnd(request_id=request_id)), droppable=False)
@@ -251,8 +265,12 @@ class GrpcMonitorClient:
                     self._unreported_drops += 1
                     return
                 self._chunks_buffered += 1
+            elif len(self._buf) - self._chunks_buffered >= 4 * self.max_buffer:
+                self.dropped_control += 1  # bounded too: a long outage must not grow memory without end
+                return
             self._buf.append((item, droppable))
-            self._cv.notify_all()
+            if len(self._buf) == 1:
+                self._cv.notify_all()  # the sender waits only on an empty buffer
 
     # -- the sender thread ------------------------------------------------------------------
 
@@ -266,6 +284,9 @@ class GrpcMonitorClient:
                 item, droppable = self._buf.popleft()
                 if droppable:
                     self._chunks_buffered -= 1
+            if droppable and not item.landed():
+                item.ready.synchronize()  # outside the lock: the engine keeps enqueueing meanwhile
+            with self._cv:
                 self._cv.notify_all()
                 if self._cut_off_locked(item, droppable):
                     continue
@@ -319,7 +340,7 @@ class GrpcMonitorClient:
             entry = self._buf.popleft()
             nxt = entry[0]
             same_stream = (nxt.request_id, nxt.hook_name, nxt.heads) == (item.request_id, item.hook_name, item.heads)
-            if same_stream and nxt.start == end:
+            if same_stream and nxt.start == end and nxt.landed():
                 self._chunks_buffered -= 1
                 parts.append(nxt.rows)
                 texts.append(nxt.text)
@@ -331,7 +352,7 @@ class GrpcMonitorClient:
             return item
         # Text stays aligned with rows only if every merged piece carries it.
         text = tuple(t for part in texts for t in part) if all(texts) else None
-        return item._replace(rows=torch.cat(parts), text=text)
+        return item._replace(rows=torch.cat(parts), text=text, ready=None)
 
     def _run(self) -> None:
         delay = self._backoff[0]

@@ -35,9 +35,23 @@ def with_context(messages: list[dict], context: str | None) -> tuple[list[dict],
 
 
 def tokenize_chat(
-    tokenizer, messages: list[dict], context: str | None = None, response: str | None = None
+    tokenizer,
+    messages: list[dict],
+    context: str | None = None,
+    response: str | None = None,
+    passage_text: str | None = None,
 ) -> ChatTokens:
-    """Token ids and spans of a transcript; ``response`` becomes the assistant turn."""
+    """Token ids and spans of a transcript; ``response`` becomes the assistant turn.
+
+    Retrieved context is marked in one of two ways: ``context`` is placed at the
+    head of the last user turn (under ``CONTEXT_HEADER``, the layout of the
+    scoring input), or ``passage_text`` names text the caller already put in a
+    system or user message (a serving client's own RAG layout): its first
+    occurrence becomes the CONTEXT span and the rest of that message keeps the
+    message's role.
+    """
+    if context and passage_text:
+        raise ValueError("give retrieved context either as `context` or as `passage_text`, not both")
     messages, ctx = with_context(messages, context)
     if response is not None:
         if messages and messages[-1]["role"] == "assistant":
@@ -65,11 +79,15 @@ def tokenize_chat(
             continue
         cursor = at + len(content)
         role = _ROLE_OF.get(m["role"], pb.SPAN_ROLE_USER)
-        if ctx and m["role"] == "user" and content.startswith(CONTEXT_HEADER + ctx):
-            c0 = at + len(CONTEXT_HEADER)
-            char_spans.append((pb.SPAN_ROLE_TEMPLATE, at, c0))
-            char_spans.append((pb.SPAN_ROLE_CONTEXT, c0, c0 + len(ctx)))
-            char_spans.append((role, c0 + len(ctx), cursor))
+        passage = passage_text or (CONTEXT_HEADER + ctx if ctx else None)
+        inside = content.find(passage) if passage and m["role"] in ("user", "system") else -1
+        if inside >= 0:
+            c0 = at + inside + (0 if passage_text else len(CONTEXT_HEADER))
+            c1 = at + inside + len(passage)
+            char_spans.append((pb.SPAN_ROLE_TEMPLATE if not passage_text else role, at, c0))
+            char_spans.append((pb.SPAN_ROLE_CONTEXT, c0, c1))
+            char_spans.append((role, c1, cursor))
+            passage_text = ctx = None  # only the first occurrence is the retrieved context
         else:
             char_spans.append((role, at, cursor))
 

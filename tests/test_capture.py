@@ -68,6 +68,9 @@ def test_client_never_blocks_and_counts_drops_when_sidecar_is_absent():
         for i in range(50):
             client.send_chunk("r", "model.layers.12", i, torch.zeros(1, 576))
         assert client.dropped == 42
+        for i in range(40):  # starts and ends are bounded as well (4 x max_buffer)
+            client.end_request(f"r{i}")
+        assert client.dropped_control == 40 + 1 - 4 * 8
     finally:
         client.close(flush_timeout=0.1)
 
