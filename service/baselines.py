@@ -120,7 +120,9 @@ def lookback_only(lm: LoadedModel, spec: DetectorSpec, rec: dict) -> float:
     (trained beside the detector); high when the answer does not look back."""
     expected = DetectorSpec.from_yaml(spec.path.parent / f"{spec.params['expected']}.yaml")
     heads = [str(h) for h in expected.params["heads"]]
-    probe = load_file(str(spec.artifact(f"../artifacts/{spec.name}.lookback_only.safetensors")))
+    # trained beside the expected detector's probe (train_rag.train_context_attending)
+    beside = expected.artifact(expected.params["probe"])
+    probe = load_file(str(beside.with_name(f"{spec.name}.lookback_only.safetensors")))
     within = int(spec.params.get("within_tokens", 12))
     ct = tokenize_chat(lm.tokenizer, rec["messages"], context=rec.get("context"), response=rec.get("response"))
     resp = [s for s in ct.spans if s.role == pb.SPAN_ROLE_RESPONSE]

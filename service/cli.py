@@ -170,9 +170,9 @@ def cmd_train_probe(args) -> int:
     if args.detector not in recipes:
         print(f"latentwatch train-probe: training recipes exist for {', '.join(recipes)}", file=sys.stderr)
         return EXIT_USAGE
-    # RAG specs stay in specs/experimental/ (not enabled by default) until their probe is good enough to ship.
-    specs_dir = SPECS_DIR / "experimental" if args.detector == "context_attending" else SPECS_DIR
-    spec_path = specs_dir / f"{args.detector}.yaml"
+    # Specs in specs/experimental/ are not enabled by default until their probe is good enough to ship.
+    spec_path = next(p for d in (SPECS_DIR, SPECS_DIR / "experimental") if (p := d / f"{args.detector}.yaml").exists())
+    specs_dir = spec_path.parent
     spec = DetectorSpec.from_yaml(spec_path)
     if args.detector in ("context_attending", "biased_answer", "stereotype_assertion") and not args.data:
         raise ValueError(f"{args.detector} needs --data (the folder `latentwatch make-eval-sets` wrote)")
