@@ -150,7 +150,7 @@ class Engine:
         latentwatch.redaction). With ``alert_text: none`` the text is not kept at all."""
         with self._lock:
             session = self._session(request_id)
-            positions = self._positions(session, start_position, len(pieces))
+            positions = self._positions(session, "text", start_position, len(pieces))
             if self.alert_text != "none":
                 session.text.update(zip(positions.tolist(), pieces, strict=True))
 
