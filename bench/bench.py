@@ -41,8 +41,13 @@ PROMPT = "Write a detailed explanation of how a bicycle gear system works."
 
 
 def start_sidecar(port: int) -> subprocess.Popen:
-    env = {**os.environ, "LATENTWATCH_SAES": ",".join(EXTRA_SAES), "LATENTWATCH_METRICS_PORT": "none",
-           "LATENTWATCH_SQLITE_PATH": "/tmp/latentwatch-bench.sqlite", "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "LATENTWATCH_SAES": ",".join(EXTRA_SAES),
+        "LATENTWATCH_METRICS_PORT": "none",
+        "LATENTWATCH_SQLITE_PATH": "/tmp/latentwatch-bench.sqlite",
+        "OMP_NUM_THREADS": "1",
+    }
     cmd = [sys.executable, "-m", "latentwatch.cli", "serve", "--listen", f"127.0.0.1:{port}"]
     if sys.platform.startswith("linux") and os.cpu_count() and os.cpu_count() > 1:
         cmd = ["taskset", "-c", str(os.cpu_count() - 1)] + cmd
@@ -55,12 +60,22 @@ def generation_rate(lm, ids, new_tokens: int, capture: HFCapture | None, spans) 
     t = time.perf_counter()
     with torch.no_grad():
         if capture is None:
-            out = lm.model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                                    pad_token_id=lm.tokenizer.pad_token_id)
+            out = lm.model.generate(
+                ids,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=lm.tokenizer.pad_token_id,
+            )
         else:
             with capture.request(f"bench-{time.monotonic_ns()}", spans):
-                out = lm.model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                                        pad_token_id=lm.tokenizer.pad_token_id)
+                out = lm.model.generate(
+                    ids,
+                    max_new_tokens=new_tokens,
+                    min_new_tokens=new_tokens,
+                    do_sample=False,
+                    pad_token_id=lm.tokenizer.pad_token_id,
+                )
     return (out.shape[1] - ids.shape[1]) / (time.perf_counter() - t)
 
 
@@ -92,19 +107,31 @@ def main() -> None:
         client.close()
         capture.remove()
         off_r, on_r = statistics.median(off), statistics.median(on)
-        print(f"(a) generation: capture off {off_r:.1f} tok/s, on {on_r:.1f} tok/s "
-              f"({len(HOOKS)} layers) -> ratio {on_r / off_r:.3f} (target >= 0.95); client drops {client.dropped}")
+        print(
+            f"(a) generation: capture off {off_r:.1f} tok/s, on {on_r:.1f} tok/s "
+            f"({len(HOOKS)} layers) -> ratio {on_r / off_r:.3f} (target >= 0.95); client drops {client.dropped}"
+        )
 
         # (b) sidecar scoring throughput vs bare SAE-encode matmul
         rows = residual_rows(lm, ct.input_ids * 8, HOOKS)  # ~400 tokens of real activations per layer
         n_tok = rows[HOOKS[0]].shape[0] - 1
         chunk = 16
-        msgs = [pb.ClientMessage(start=pb.RequestStart(request_id="tp", model_id=lm.model_id,
-                                                       spans=[pb.Span(role=pb.SPAN_ROLE_USER, start=1, end=n_tok)]))]
+        msgs = [
+            pb.ClientMessage(
+                start=pb.RequestStart(
+                    request_id="tp", model_id=lm.model_id, spans=[pb.Span(role=pb.SPAN_ROLE_USER, start=1, end=n_tok)]
+                )
+            )
+        ]
         for h in HOOKS:
             for i in range(1, n_tok + 1, chunk):
-                msgs.append(pb.ClientMessage(chunk=pb.ActivationChunk(
-                    request_id="tp", hook_name=h, start_position=i, activations=to_wire(rows[h][i:i + chunk]))))
+                msgs.append(
+                    pb.ClientMessage(
+                        chunk=pb.ActivationChunk(
+                            request_id="tp", hook_name=h, start_position=i, activations=to_wire(rows[h][i : i + chunk])
+                        )
+                    )
+                )
         msgs.append(pb.ClientMessage(end=pb.RequestEnd(request_id="tp")))
         with grpc.insecure_channel(target) as ch:
             stub = pb_grpc.MonitorStub(ch)
@@ -121,16 +148,27 @@ def main() -> None:
                 for _ in range(args.repeats):
                     for (w, b, k), h in zip(W, HOOKS, strict=True):
                         for i in range(1, n_tok + 1, chunk):
-                            torch.topk(rows[h][i:i + chunk] @ w + b, k, dim=-1)
+                            torch.topk(rows[h][i : i + chunk] @ w + b, k, dim=-1)
             bare_tps = args.repeats * n_tok * len(HOOKS) / (time.perf_counter() - t)
-            print(f"(b) scoring: sidecar {side_tps:.0f} tok/s vs bare encode matmul {bare_tps:.0f} tok/s "
-                  f"-> ratio {side_tps / bare_tps:.3f} (target >= 0.5); chunks of {chunk} rows, sidecar on 1 core")
+            print(
+                f"(b) scoring: sidecar {side_tps:.0f} tok/s vs bare encode matmul {bare_tps:.0f} tok/s "
+                f"-> ratio {side_tps / bare_tps:.3f} (target >= 0.5); chunks of {chunk} rows, sidecar on 1 core"
+            )
 
             # (c) chunk -> verdict latency through the Score RPC
-            req = pb.ScoreRequest(start=pb.RequestStart(request_id="lat", model_id=lm.model_id,
-                                                        spans=[pb.Span(role=pb.SPAN_ROLE_USER, start=1, end=17)]),
-                                  chunks=[pb.ActivationChunk(request_id="lat", hook_name=HOOKS[0], start_position=1,
-                                                             activations=to_wire(rows[HOOKS[0]][1:17]))])
+            req = pb.ScoreRequest(
+                start=pb.RequestStart(
+                    request_id="lat", model_id=lm.model_id, spans=[pb.Span(role=pb.SPAN_ROLE_USER, start=1, end=17)]
+                ),
+                chunks=[
+                    pb.ActivationChunk(
+                        request_id="lat",
+                        hook_name=HOOKS[0],
+                        start_position=1,
+                        activations=to_wire(rows[HOOKS[0]][1:17]),
+                    )
+                ],
+            )
             lat = []
             for i in range(200):
                 req.start.request_id = f"lat-{i}"
@@ -138,8 +176,10 @@ def main() -> None:
                 stub.Score(req)
                 lat.append(time.perf_counter() - t)
             lat.sort()
-            print(f"(c) latency: 16-token chunk -> verdicts p50 {lat[100] * 1e3:.2f} ms, "
-                  f"p99 {lat[197] * 1e3:.2f} ms over {len(lat)} Score RPCs")
+            print(
+                f"(c) latency: 16-token chunk -> verdicts p50 {lat[100] * 1e3:.2f} ms, "
+                f"p99 {lat[197] * 1e3:.2f} ms over {len(lat)} Score RPCs"
+            )
     finally:
         sidecar.terminate()
         sidecar.wait(10)

@@ -272,11 +272,7 @@ class Engine:
         acc[0] += err
         acc[1] += dev
         acc[2] += n
-        if (
-            not session.low_confidence
-            and acc[2] >= MIN_TOKENS_FOR_CONFIDENCE
-            and fvu(acc[0], acc[1]) > sae.fvu_limit
-        ):
+        if not session.low_confidence and acc[2] >= MIN_TOKENS_FOR_CONFIDENCE and fvu(acc[0], acc[1]) > sae.fvu_limit:
             session.low_confidence = True
             self.metrics.low_confidence.labels(sae.sae_id).inc()
 

@@ -102,9 +102,7 @@ def roc_points(pos: torch.Tensor, neg: torch.Tensor) -> tuple[list[float], list[
     return [float((neg >= c).float().mean()) for c in cuts], [float((pos >= c).float().mean()) for c in cuts]
 
 
-def evaluate(
-    engine: Engine, lm: LoadedModel, spec: DetectorSpec, data: Path, roc_png: Path | None = None
-) -> dict:
+def evaluate(engine: Engine, lm: LoadedModel, spec: DetectorSpec, data: Path, roc_png: Path | None = None) -> dict:
     """The detector and its spec's baselines on one labelled file, side by side."""
     records = [rec for _, rec in read_records(data)]
     labels = {int(r.get("label", -1)) for r in records}
@@ -182,9 +180,7 @@ def plot_roc(curves: dict[str, tuple[list[float], list[float]]], title: str, pat
     plt.close(fig)
 
 
-def calibrate(
-    engine: Engine, lm: LoadedModel, spec: DetectorSpec, data: Path, fpr: float | None = None
-) -> dict:
+def calibrate(engine: Engine, lm: LoadedModel, spec: DetectorSpec, data: Path, fpr: float | None = None) -> dict:
     """Set the spec's threshold so at most ``fpr`` of the benign records flag; write the spec."""
     if spec.kind == "absence":
         raise ValueError(f"{spec.name} is an absence rule: calibrate its trigger and expected detectors instead")
@@ -201,4 +197,3 @@ def calibrate(
 def write_records(path: Path, records: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
-

@@ -66,8 +66,13 @@ def score_record(engine: Engine, lm: LoadedModel, rec: dict, request_id: str) ->
                 "low_confidence": v.low_confidence,
                 "explanation": v.explanation,
                 "evidence": [
-                    {"sae": e.sae_id, "latent": e.index, "activation": round(e.activation, 4), "label": e.label,
-                     "missing": e.missing}
+                    {
+                        "sae": e.sae_id,
+                        "latent": e.index,
+                        "activation": round(e.activation, 4),
+                        "label": e.label,
+                        "missing": e.missing,
+                    }
                     for e in v.evidence
                 ],
             }

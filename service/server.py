@@ -99,6 +99,7 @@ def add_monitor_service(servicer: pb_grpc.MonitorServicer, server: grpc.aio.Serv
 
 class MonitorServicer(pb_grpc.MonitorServicer):
     BATCH = 32  # most queued messages handled per hop to the scoring thread
+
     def __init__(self, engine: Engine, broadcaster: Broadcaster, queue_size: int = 256):
         self.engine = engine
         self.metrics = engine.metrics
@@ -284,8 +285,11 @@ def build_engine(cfg: Config, metrics: Metrics) -> tuple[Engine, FanOut, Broadca
     sinks = [broadcaster]
     if cfg.redis_url:
         spool = AlertSpool(cfg.spool_path)
-        sinks.append(RedisStreamSink(cfg.redis_url, spool, cfg.redis_stream, cfg.redis_maxlen, metrics,
-                                     cluster=cfg.redis_cluster))
+        sinks.append(
+            RedisStreamSink(
+                cfg.redis_url, spool, cfg.redis_stream, cfg.redis_maxlen, metrics, cluster=cfg.redis_cluster
+            )
+        )
     else:
         sinks.append(SQLiteSink(cfg.sqlite_path))
     fan = FanOut(sinks, on_failure=lambda name: metrics.sink_failures.labels(name).inc())

@@ -109,8 +109,6 @@ def fit_sparse_probe(
     return SparseProbe(indices=keep, weights=w2, bias=float(b2), mean=mean[keep], scale=scale[keep])
 
 
-
-
 def tpr_at(pos: torch.Tensor, threshold: float) -> float:
     return float((pos >= threshold).float().mean())
 
@@ -152,8 +150,10 @@ def train_harmful_request(lm: LoadedModel, sae: LoadedSAE, spec_path: Path) -> d
     benign_fit = [p for p in benign_tr if p not in set(calib)][:800]
     fit_texts = [a["text"] for a in authored] + harm_tr + benign_fit
     fit_y = torch.tensor([float(a["label"]) for a in authored] + [1.0] * len(harm_tr) + [0.0] * len(benign_fit))
-    weight = torch.tensor([HARD_NEGATIVE_WEIGHT if a["kind"] == "lookalike" else 1.0 for a in authored]
-                          + [1.0] * (len(harm_tr) + len(benign_fit)))
+    weight = torch.tensor(
+        [HARD_NEGATIVE_WEIGHT if a["kind"] == "lookalike" else 1.0 for a in authored]
+        + [1.0] * (len(harm_tr) + len(benign_fit))
+    )
 
     X, R = user_features(lm, sae, fit_texts)
     probe = fit_sparse_probe(X, fit_y, weight)

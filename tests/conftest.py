@@ -92,6 +92,20 @@ def redis_url(tmp_path_factory):
     server.stop()
 
 
+def start_prometheus(config: Path, port: int, data_dir: Path, binary: str = "prometheus") -> subprocess.Popen:
+    """A real Prometheus server on 127.0.0.1:``port`` reading ``config``; the caller terminates it."""
+    return subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={data_dir}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def _ping(client) -> bool:
     try:
         return client.ping()

@@ -24,7 +24,7 @@ from latentwatch.detectors.base import Span
 from latentwatch.server import SidecarThread
 from latentwatch.v1 import monitor_pb2 as pb
 
-from .conftest import HARMFUL, free_port, make_config, wait_for
+from .conftest import HARMFUL, free_port, make_config, start_prometheus, wait_for
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 PACKAGES = "prometheus prometheus-alertmanager"
@@ -138,16 +138,7 @@ def test_harmful_generation_pages_through_prometheus_and_alertmanager(tmp_path, 
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         ),
-        subprocess.Popen(
-            [
-                prometheus,
-                f"--config.file={tmp_path / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{prom_port}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ),
+        start_prometheus(tmp_path / "prometheus.yml", prom_port, tmp_path / "tsdb", prometheus),
     ]
     try:
         # The sidecar exports the counter at 0 before any flag, so the 0 -> 1 step is an increase.

@@ -16,7 +16,7 @@ from latentwatch.alerts import SQLiteSink
 from latentwatch.server import SidecarThread
 from latentwatch.v1 import monitor_pb2_grpc as pb_grpc
 
-from .conftest import BENIGN, HARMFUL, free_port, make_config, stream_messages, transcript, wait_for
+from .conftest import BENIGN, HARMFUL, free_port, make_config, start_prometheus, stream_messages, transcript, wait_for
 
 HOOK = "model.layers.12"
 
@@ -85,16 +85,7 @@ def test_real_prometheus_scrapes_flagged_counter(tmp_path, lm):
         "  - job_name: latentwatch\n"
         f"    static_configs: [{{targets: ['127.0.0.1:{sc.sidecar.metrics_port}']}}]\n"
     )
-    prom = subprocess.Popen(
-        [
-            "prometheus",
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{prom_port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    prom = start_prometheus(tmp_path / "prometheus.yml", prom_port, tmp_path / "tsdb")
     try:
         _send(sc.address, lm, [("harm-p", HARMFUL), ("ok-p", BENIGN)])
         body = urllib.request.urlopen(f"http://127.0.0.1:{sc.sidecar.metrics_port}/metrics").read()

@@ -89,8 +89,12 @@ def test_local_monitor_flags_a_harmful_generation_in_process(lm):
             ct = tokenize_chat(lm.tokenizer, [{"role": "user", "content": prompt}])
             spans = ct.spans + [Span(pb.SPAN_ROLE_RESPONSE, ct.prompt_length, 0)]
             with cap.request(rid, spans), torch.no_grad():
-                lm.model.generate(torch.tensor([ct.input_ids]), max_new_tokens=4, do_sample=False,
-                                  pad_token_id=lm.tokenizer.pad_token_id)
+                lm.model.generate(
+                    torch.tensor([ct.input_ids]),
+                    max_new_tokens=4,
+                    do_sample=False,
+                    pad_token_id=lm.tokenizer.pad_token_id,
+                )
             results[rid] = {v.detector: v for v in monitor.wait_final(rid, timeout=1)}
     finally:
         cap.remove()

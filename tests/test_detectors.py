@@ -66,8 +66,12 @@ def test_benign_exchange_flags_nothing(engine, lm):
 
 def test_refusal_is_flagged_while_streaming_before_the_response_ends(engine, lm):
     long_refusal = REFUSAL + " " + BENIGN_ANSWER + " " + BENIGN_ANSWER
-    (s,) = score_records(engine, lm, "refusal", [{"messages": [{"role": "user", "content": HARMFUL}],
-                                                  "response": long_refusal, "label": 1}])
+    (s,) = score_records(
+        engine,
+        lm,
+        "refusal",
+        [{"messages": [{"role": "user", "content": HARMFUL}], "response": long_refusal, "label": 1}],
+    )
     n_response = len(lm.tokenizer(long_refusal, add_special_tokens=False)["input_ids"])
     assert s.flagged and s.first_flag is not None and s.first_flag < n_response // 3
 
@@ -85,10 +89,13 @@ def test_calibrate_sets_the_threshold_at_the_target_fpr(tmp_path, lm):
         raw["params"]["probe"] = str(SPECS_DIR / raw["params"]["probe"])
         (specs / f"{name}.yaml").write_text(yaml.safe_dump(raw))
     answers = [f"Here is a short note about topic number {i}: it is interesting and useful." for i in range(40)]
-    data = _records(tmp_path / "benign.jsonl", [
-        {"messages": [{"role": "user", "content": f"Tell me about topic {i}."}], "response": a, "label": 0}
-        for i, a in enumerate(answers)
-    ])
+    data = _records(
+        tmp_path / "benign.jsonl",
+        [
+            {"messages": [{"role": "user", "content": f"Tell me about topic {i}."}], "response": a, "label": 0}
+            for i, a in enumerate(answers)
+        ],
+    )
     config = tmp_path / "lw.yaml"
     config.write_text(yaml.safe_dump({"detector_specs": [str(p) for p in sorted(specs.glob("*.yaml"))]}))
     r = run_cli("calibrate", "refusal", "--config", str(config), "--data", str(data), "--fpr", "0.05")
@@ -104,10 +111,14 @@ def test_calibrate_sets_the_threshold_at_the_target_fpr(tmp_path, lm):
 
 
 def test_eval_reports_detector_and_baseline_and_writes_a_roc_plot(tmp_path):
-    rows = [{"messages": [{"role": "user", "content": HARMFUL}], "response": r, "label": 1}
-            for r in (REFUSAL, PLAIN_REFUSAL, "No. I will not explain that, it is dangerous.")]
-    rows += [{"messages": [{"role": "user", "content": BENIGN}], "response": r, "label": 0}
-             for r in (BENIGN_ANSWER, COMPLIANT, "I'm sorry to hear the bread failed; use riper bananas next time.")]
+    rows = [
+        {"messages": [{"role": "user", "content": HARMFUL}], "response": r, "label": 1}
+        for r in (REFUSAL, PLAIN_REFUSAL, "No. I will not explain that, it is dangerous.")
+    ]
+    rows += [
+        {"messages": [{"role": "user", "content": BENIGN}], "response": r, "label": 0}
+        for r in (BENIGN_ANSWER, COMPLIANT, "I'm sorry to hear the bread failed; use riper bananas next time.")
+    ]
     data = _records(tmp_path / "labelled.jsonl", rows)
     png = tmp_path / "roc.png"
     r = run_cli("eval", "refusal", "--data", str(data), "--roc", str(png))

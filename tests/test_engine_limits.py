@@ -49,11 +49,26 @@ def test_token_cap_is_resource_exhausted():
 
 def test_client_reported_drops_reach_the_metrics(sidecar):
     start = pb.RequestStart(request_id="d", model_id="m", spans=[pb.Span(role=pb.SPAN_ROLE_USER, start=1, end=3)])
-    chunk = pb.ActivationChunk(request_id="d", hook_name="model.layers.12", start_position=1,
-                               activations=to_wire(torch.randn(2, 576)), dropped_since_last=5)
+    chunk = pb.ActivationChunk(
+        request_id="d",
+        hook_name="model.layers.12",
+        start_position=1,
+        activations=to_wire(torch.randn(2, 576)),
+        dropped_since_last=5,
+    )
     with grpc.insecure_channel(sidecar.address) as ch:
-        list(pb_grpc.MonitorStub(ch).Stream(iter([pb.ClientMessage(start=start), pb.ClientMessage(chunk=chunk),
-                                                   pb.ClientMessage(end=pb.RequestEnd(request_id="d"))]), timeout=30))
+        list(
+            pb_grpc.MonitorStub(ch).Stream(
+                iter(
+                    [
+                        pb.ClientMessage(start=start),
+                        pb.ClientMessage(chunk=chunk),
+                        pb.ClientMessage(end=pb.RequestEnd(request_id="d")),
+                    ]
+                ),
+                timeout=30,
+            )
+        )
     body = urllib.request.urlopen(f"http://127.0.0.1:{sidecar.sidecar.metrics_port}/metrics").read().decode()
     assert 'latentwatch_chunks_dropped_total{reason="client_buffer_full"} 5.0' in body
     assert "latentwatch_active_requests 0.0" in body

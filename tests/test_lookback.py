@@ -60,7 +60,7 @@ def _tracked(lm, context, response_start, run) -> list[tuple[int, torch.Tensor]]
 
 def test_one_forward_matches_eager_attention(lm):
     ct, context, response_start = _transcript(lm)
-    (start, got), = _tracked(lm, context, response_start, lambda: lm.model(torch.tensor([ct.input_ids])))
+    ((start, got),) = _tracked(lm, context, response_start, lambda: lm.model(torch.tensor([ct.input_ids])))
     assert start == 0 and got.shape == (len(ct.input_ids), len(HEADS))
     want = _reference(lm, ct.input_ids, context, response_start)
     torch.testing.assert_close(got[response_start:], want[response_start:], atol=1e-4, rtol=1e-4)

@@ -39,8 +39,10 @@ def test_shipped_sae_quality_on_the_heldout_slice(path, lm):
     answers, never trained on) stay within the targets the card reports met,
     and within 15% of the card's own figure where a target is missed."""
     sae = load_sae_dir(path)
-    seqs = [lm.tokenizer.apply_chat_template(t, tokenize=True, return_dict=True)["input_ids"]
-            for t in read_jsonl(HELDOUT_SLICE)]
+    seqs = [
+        lm.tokenizer.apply_chat_template(t, tokenize=True, return_dict=True)["input_ids"]
+        for t in read_jsonl(HELDOUT_SLICE)
+    ]
     q = evaluate_sae(lm, sae, seqs)
     card = json.loads((path / "training.json").read_text())["quality"]
     assert q.tokens > 3000
@@ -87,8 +89,14 @@ def test_jumprelu_sae_on_gemma_loads_through_the_monitor_path(tmp_path):
     reference exactly as a detector spec names an SAE."""
     from latentwatch.train_sae import SAETrainSpec, train_sae
 
-    spec = SAETrainSpec(model="gemma3-270m", hook_name="model.layers.6", architecture="jumprelu", d_sae=512,
-                        training_tokens=4096, l0_coefficient=1.0)
+    spec = SAETrainSpec(
+        model="gemma3-270m",
+        hook_name="model.layers.6",
+        architecture="jumprelu",
+        d_sae=512,
+        training_tokens=4096,
+        l0_coefficient=1.0,
+    )
     train_sae(spec, _small_corpus(tmp_path), tmp_path / "gemma-l6", progress=False)
     sae = load_sae("gemma-l6", search_dirs=[tmp_path])
     assert sae.sae.cfg.architecture() == "jumprelu" and sae.d_in == 640

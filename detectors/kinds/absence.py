@@ -112,7 +112,8 @@ class Absence(Detector):
         seen = {(e.sae_id, e.index) for e in (exp.score.evidence if exp.score else [])}
         missing = [replace(e, missing=True) for e in exp.signature if (e.sae_id, e.index) not in seen]
         fired = (
-            f"{self.trigger.removeprefix('span:')} supplied" if self.trigger_role is not None
+            f"{self.trigger.removeprefix('span:')} supplied"
+            if self.trigger_role is not None
             else f"{self.trigger} fired ({trig.score.value:.2f} >= {trig.threshold:.2f})"
         )
         explanation = (
