@@ -187,9 +187,9 @@ class GrpcMonitorClient:
         self.rejected = 0  # messages the sidecar refused
         self.interrupted = 0  # requests whose stream broke before their final verdicts came
         self.reconnects = 0  # streams opened after the first
+        self.dropped_control = 0  # request starts/ends dropped: the sidecar was away for very long
         self._open: dict[str, bool] = {}  # request id -> its end was sent; requests on the current stream
         self._cut_off: set[str] = set()  # requests whose stream broke; their remaining messages are dropped
-        self.dropped_control = 0  # request starts/ends dropped: the sidecar was away for very long
         self.errors: deque[pb.StreamError] = deque(maxlen=256)  # the most recent refusals
         self._unreported_drops = 0
         self._buf: deque[tuple[pb.ClientMessage, bool]] = deque()

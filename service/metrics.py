@@ -151,3 +151,8 @@ class CaptureCollector(Collector):
         yield CounterMetricFamily(
             "latentwatch_capture_reconnects", "Streams to the sidecar opened after the first.", value=c.reconnects
         )
+        yield CounterMetricFamily(
+            "latentwatch_capture_control_messages_dropped",
+            "Request starts and ends never sent: the sidecar was away long enough to fill their bound.",
+            value=c.dropped_control,
+        )

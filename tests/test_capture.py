@@ -6,7 +6,9 @@ import torch
 from latentwatch.capture import GrpcMonitorClient, HFCapture
 from latentwatch.chat import tokenize_chat
 from latentwatch.detectors.base import Span
+from latentwatch.metrics import CaptureCollector
 from latentwatch.v1 import monitor_pb2 as pb
+from prometheus_client import CollectorRegistry, generate_latest
 
 from .conftest import free_port
 
@@ -71,6 +73,11 @@ def test_client_never_blocks_and_counts_drops_when_sidecar_is_absent():
         for i in range(40):  # starts and ends are bounded as well (4 x max_buffer)
             client.end_request(f"r{i}")
         assert client.dropped_control == 40 + 1 - 4 * 8
+        registry = CollectorRegistry()
+        registry.register(CaptureCollector(client))
+        exported = generate_latest(registry).decode()
+        assert 'latentwatch_capture_chunks_dropped_total{reason="buffer_full"} 42.0' in exported
+        assert "latentwatch_capture_control_messages_dropped_total 9.0" in exported
     finally:
         client.close(flush_timeout=0.1)
 
