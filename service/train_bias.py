@@ -179,9 +179,9 @@ def fit_bias_probe(
     it is left out, and every window of a negative is a negative."""
     spec = DetectorSpec.from_yaml(spec_path)
     pooling, window = spec.params.get("pooling", "mean"), int(spec.params.get("window", 8))
+    full = [_features(lm, sae, r, pooling, window) for r in tqdm(fit, desc=f"{spec.name} features", leave=False)]
     feats, ys, ws = [], [], []
-    for r in tqdm(fit, desc=f"{spec.name} features", unit="response", leave=False):
-        z = _features(lm, sae, r, pooling, window)
+    for r, z in zip(fit, full, strict=True):
         if r["label"] == 1:
             z = z[-tail:]
         elif r["kind"] == "harmless_answer":
@@ -197,7 +197,7 @@ def fit_bias_probe(
     source = "the bundled model's own answers to dev harmless prompts (train split), held apart from fitting"
     spec.calibrated(threshold_at_fpr(benign, spec.target_fpr), len(calib), source)
     spec_path.write_text(spec.to_yaml())
-    fit_scores = torch.tensor([float(probe.scores(_features(lm, sae, r, pooling, window)).max()) for r in fit])
+    fit_scores = torch.tensor([float(probe.scores(z).max()) for z in full])
     y = torch.tensor([r["label"] for r in fit])
     report = {"detector": spec.name, "latents": len(probe.indices), "threshold": spec.threshold,
               "fit_responses": len(fit), "fit_positives": int(y.sum()), "calibration_responses": len(calib),
@@ -207,7 +207,7 @@ def fit_bias_probe(
 
 
 def train_biased_answer(lm: LoadedModel, sae: LoadedSAE, spec_path: Path, data_dir: Path) -> dict:
-    """Fit on the fit category's BBQ answers (``make-eval-sets --bias-only`` writes them)."""
+    """Fit on the fit category's BBQ answers (``make-eval-sets --sets bias`` writes them)."""
     fit = read(data_dir / "biased_answer_fit.jsonl")
     harmless = read(data_dir / "bias_harmless_fit.jsonl")
     return fit_bias_probe(lm, sae, spec_path, fit + harmless[: len(harmless) // 2], harmless[len(harmless) // 2 :])
@@ -222,5 +222,5 @@ def train_stereotype_assertion(lm: LoadedModel, sae: LoadedSAE, spec_path: Path,
 
 def read(path: Path) -> list[dict]:
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run `latentwatch make-eval-sets --bias-only --out {path.parent}`")
+        raise FileNotFoundError(f"{path} is missing: run `latentwatch make-eval-sets --sets bias --out {path.parent}`")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
