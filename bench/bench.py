@@ -16,10 +16,9 @@ Run: python bench/bench.py [--new-tokens 64] [--repeats 5]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -34,48 +33,24 @@ from latentwatch.saes import load_sae
 from latentwatch.tensors import to_wire
 from latentwatch.v1 import monitor_pb2 as pb
 from latentwatch.v1 import monitor_pb2_grpc as pb_grpc
+from sidecar_process import start_sidecar
 
 HOOKS = ["model.layers.12", "model.layers.20"]
 EXTRA_SAES = ["smollm2-135m-instruct-l20"]
 PROMPT = "Write a detailed explanation of how a bicycle gear system works."
 
 
-def start_sidecar(port: int) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "LATENTWATCH_SAES": ",".join(EXTRA_SAES),
-        "LATENTWATCH_METRICS_PORT": "none",
-        "LATENTWATCH_SQLITE_PATH": "/tmp/latentwatch-bench.sqlite",
-        "OMP_NUM_THREADS": "1",
-    }
-    cmd = [sys.executable, "-m", "latentwatch.cli", "serve", "--listen", f"127.0.0.1:{port}"]
-    if sys.platform.startswith("linux") and os.cpu_count() and os.cpu_count() > 1:
-        cmd = ["taskset", "-c", str(os.cpu_count() - 1)] + cmd
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    proc.stdout.readline()  # "listening on ..."
-    return proc
-
-
 def generation_rate(lm, ids, new_tokens: int, capture: HFCapture | None, spans) -> float:
+    monitored = capture.request(f"bench-{time.monotonic_ns()}", spans) if capture else contextlib.nullcontext()
     t = time.perf_counter()
-    with torch.no_grad():
-        if capture is None:
-            out = lm.model.generate(
-                ids,
-                max_new_tokens=new_tokens,
-                min_new_tokens=new_tokens,
-                do_sample=False,
-                pad_token_id=lm.tokenizer.pad_token_id,
-            )
-        else:
-            with capture.request(f"bench-{time.monotonic_ns()}", spans):
-                out = lm.model.generate(
-                    ids,
-                    max_new_tokens=new_tokens,
-                    min_new_tokens=new_tokens,
-                    do_sample=False,
-                    pad_token_id=lm.tokenizer.pad_token_id,
-                )
+    with torch.no_grad(), monitored:
+        out = lm.model.generate(
+            ids,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=lm.tokenizer.pad_token_id,
+        )
     return (out.shape[1] - ids.shape[1]) / (time.perf_counter() - t)
 
 
@@ -90,7 +65,14 @@ def main() -> None:
         os.sched_setaffinity(0, {0})
     torch.set_num_threads(1)
     lm = load_model()
-    sidecar = start_sidecar(args.port)
+    sidecar = start_sidecar(
+        args.port,
+        {
+            "LATENTWATCH_SAES": ",".join(EXTRA_SAES),
+            "LATENTWATCH_METRICS_PORT": "none",
+            "LATENTWATCH_SQLITE_PATH": "/tmp/latentwatch-bench.sqlite",
+        },
+    )
     target = f"127.0.0.1:{args.port}"
     try:
         # (a) capture on vs off, interleaved so drift hits both alike

@@ -18,7 +18,6 @@ import argparse
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -26,6 +25,7 @@ import torch
 from latentwatch.capture import GrpcMonitorClient, HFCapture
 from latentwatch.chat import tokenize_chat
 from latentwatch.models import load_model
+from sidecar_process import start_sidecar
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 PROMPT = "Write a detailed explanation of how a bicycle gear system works."
@@ -35,16 +35,8 @@ KILL_AT = 8
 
 def spawn_sidecar(port: int, data: str) -> subprocess.Popen:
     """Start a sidecar process and return at once (the client reconnects when it listens)."""
-    env = {
-        **os.environ,
-        "LATENTWATCH_METRICS_PORT": "none",
-        "LATENTWATCH_SQLITE_PATH": f"{data}/alerts.sqlite",
-        "OMP_NUM_THREADS": "1",
-    }
-    cmd = [sys.executable, "-m", "latentwatch.cli", "serve", "--listen", f"127.0.0.1:{port}"]
-    if sys.platform.startswith("linux") and (os.cpu_count() or 1) > 1:
-        cmd = ["taskset", "-c", str(os.cpu_count() - 1), *cmd]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {"LATENTWATCH_METRICS_PORT": "none", "LATENTWATCH_SQLITE_PATH": f"{data}/alerts.sqlite"}
+    return start_sidecar(port, env, wait=False)
 
 
 class StepClock(StoppingCriteria):

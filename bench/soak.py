@@ -23,12 +23,10 @@ import asyncio
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 from latentwatch.chat import tokenize_chat
@@ -38,6 +36,7 @@ from latentwatch.models import load_model
 from latentwatch.tensors import to_wire
 from latentwatch.v1 import monitor_pb2 as pb
 from latentwatch.v1 import monitor_pb2_grpc as pb_grpc
+from sidecar_process import free_port, start_sidecar
 
 HOOKS = ["model.layers.12", "model.layers.20"]
 CONVERSATIONS = [  # (prompt, response the rows are teacher-forced with)
@@ -92,31 +91,6 @@ def build_templates() -> tuple[str, list[Template]]:
             )
         )
     return lm.model_id, templates
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_sidecar(port: int, metrics_port: int, data: Path) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "LATENTWATCH_METRICS_PORT": str(metrics_port),
-        "LATENTWATCH_SQLITE_PATH": str(data / "alerts.sqlite"),
-        "OMP_NUM_THREADS": "1",
-    }
-    cmd = [sys.executable, "-m", "latentwatch.cli", "serve", "--listen", f"127.0.0.1:{port}"]
-    if sys.platform.startswith("linux") and (os.cpu_count() or 1) > 1:
-        cmd = ["taskset", "-c", str(os.cpu_count() - 1), *cmd]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    line = proc.stdout.readline()
-    if "listening" not in line:
-        raise RuntimeError(f"sidecar did not start: {line!r}")
-    return proc
 
 
 def rss_bytes(pid: int) -> int:
@@ -232,7 +206,8 @@ def main() -> None:
         os.sched_setaffinity(0, set(range(os.cpu_count() - 1)))
     port, metrics_port = free_port(), free_port()
     with tempfile.TemporaryDirectory() as data:
-        sidecar = start_sidecar(port, metrics_port, Path(data))
+        env = {"LATENTWATCH_METRICS_PORT": str(metrics_port), "LATENTWATCH_SQLITE_PATH": f"{data}/alerts.sqlite"}
+        sidecar = start_sidecar(port, env)
         try:
             print(
                 f"{args.streams} streams x {args.duration:.0f} s, warm-up {warmup:.0f} s; requests of "

@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 from latentwatch.models import bundled_checkpoint
+from sidecar_process import free_port, start_sidecar
 
 PROMPTS = [
     "Write a detailed explanation of how a bicycle gear system works.",
@@ -45,25 +46,6 @@ PROMPTS = [
     "What should I pack for a week of hiking in the mountains?",
     "Explain how compound interest works with an example.",
 ]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_sidecar(port: int) -> subprocess.Popen:
-    env = {**os.environ, "LATENTWATCH_METRICS_PORT": "none", "OMP_NUM_THREADS": "1",
-           "LATENTWATCH_SQLITE_PATH": "/tmp/latentwatch-vllm-bench.sqlite"}  # fmt: skip
-    cmd = [sys.executable, "-m", "latentwatch.cli", "serve", "--listen", f"127.0.0.1:{port}"]
-    if sys.platform.startswith("linux") and (os.cpu_count() or 1) > 1:
-        cmd = ["taskset", "-c", str(os.cpu_count() - 1)] + cmd
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    proc.stdout.readline()  # "listening on ..."
-    return proc
 
 
 def start_vllm(port: int, plugin_env: dict[str, str], log_path: str) -> subprocess.Popen:
@@ -183,7 +165,10 @@ def main() -> None:
     ap.add_argument("--heads", default="", help="also measure with these lookback heads, e.g. L14H5,L27H8")
     args = ap.parse_args()
     sidecar_port = free_port()
-    sidecar = start_sidecar(sidecar_port)
+    sidecar = start_sidecar(
+        sidecar_port,
+        {"LATENTWATCH_METRICS_PORT": "none", "LATENTWATCH_SQLITE_PATH": "/tmp/latentwatch-vllm-bench.sqlite"},
+    )
     try:
         on = {"LATENTWATCH_VLLM_SIDECAR": f"127.0.0.1:{sidecar_port}", "LATENTWATCH_VLLM_LAYERS": "12,20"}
         print(f"sender alone: {sender_cpu_ms_per_token(sidecar_port):.3f} CPU ms per token (2 layers)", flush=True)
