@@ -142,17 +142,30 @@ class LookbackTracker:
         req.keys[layer] = keys
         start = self._positions[layer]
         self._positions[layer] = start + n
-        total = keys.shape[1]
-        scores = torch.einsum("hnd,htd->hnt", q.float(), keys.float()) * attn.scaling
-        causal = torch.arange(total)[None, :] > torch.arange(start, start + n)[:, None]  # [n, T]
-        w = torch.softmax(scores.masked_fill(causal[None], float("-inf")), dim=-1)
-        c0, c1 = req.context
-        ctx = w[..., c0:c1].sum(-1)  # [h, n]
-        # previously generated tokens: response keys strictly before the query
-        pos = torch.arange(total)
-        before = (pos[None, :] >= req.response_start) & (pos[None, :] < torch.arange(start, start + n)[:, None])
-        gen = (w * before[None]).sum(-1)
-        return (ctx / (ctx + gen).clamp_min(1e-9)).T  # [n, h]
+        return lookback_ratios(
+            q.transpose(0, 1), keys.transpose(0, 1), start, req.context, req.response_start, attn.scaling
+        )
+
+
+@torch.no_grad()
+def lookback_ratios(
+    q: torch.Tensor, keys: torch.Tensor, start: int, context: tuple[int, int], response_start: int, scale: float
+) -> torch.Tensor:
+    """Lookback ratios [n, heads] of queries q [n, heads, hd] at positions ``start..start+n``
+    against keys [T, heads, hd] of positions 0..T (column h of keys is query head h's KV head).
+
+    The one formula both the HF tracker and the vLLM worker use: softmax over the causal
+    keys, mass on the ``context`` span [start, end) over that mass plus the mass on
+    previously generated tokens (keys from ``response_start`` up to, not including, the query).
+    """
+    n, total = q.shape[0], keys.shape[0]
+    scores = torch.einsum("nhd,thd->hnt", q.float(), keys.float()) * scale
+    qpos = torch.arange(start, start + n, device=q.device)[:, None]
+    kpos = torch.arange(total, device=q.device)[None, :]
+    w = torch.softmax(scores.masked_fill((kpos > qpos)[None], float("-inf")), dim=-1)
+    ctx = w[..., context[0] : context[1]].sum(-1)  # [h, n]
+    gen = (w * ((kpos >= response_start) & (kpos < qpos))[None]).sum(-1)
+    return (ctx / (ctx + gen).clamp_min(1e-9)).T
 
 
 def _head_projection(proj: torch.nn.Linear, x: torch.Tensor, heads: list[int], hd: int) -> torch.Tensor:

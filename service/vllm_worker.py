@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from latentwatch.capture import GrpcMonitorClient
 from latentwatch.detectors.base import Span
-from latentwatch.lookback import parse_heads
+from latentwatch.lookback import lookback_ratios, parse_heads
 from latentwatch.v1 import monitor_pb2 as pb
 from latentwatch.vllm_plugin import OPT_OUT_KEY, PROMPT_LEN_KEY, SPANS_KEY, Settings
 
@@ -327,7 +327,9 @@ class _Lookback:
                         continue
                     seq = pos + b - a
                     keys = store[torch.from_numpy(self._request_slots(i, seq))]
-                    ratios = _lookback(q[a:b], keys[:, kv_cols], pos, req.context, req.response_start, attn.impl.scale)
+                    ratios = lookback_ratios(
+                        q[a:b], keys[:, kv_cols], pos, req.context, req.response_start, attn.impl.scale
+                    )
                     per_head = self.pending.setdefault(req.public_id, [None] * len(self.heads))
                     for c, j in enumerate(cols):
                         per_head[j] = ratios[:, c]
@@ -341,21 +343,6 @@ class _Lookback:
                 log.exception("latentwatch: lookback failed")
 
         return hook
-
-
-@torch.no_grad()
-def _lookback(
-    q: torch.Tensor, keys: torch.Tensor, start: int, context: tuple[int, int], response_start: int, scale: float
-) -> torch.Tensor:
-    """Ratios [n, heads] for queries at positions ``start..start+n`` against keys [T, heads, hd] of positions 0..T."""
-    n, total = q.shape[0], keys.shape[0]
-    scores = torch.einsum("nhd,thd->hnt", q.float(), keys.float()) * scale
-    qpos = torch.arange(start, start + n, device=q.device)[:, None]
-    kpos = torch.arange(total, device=q.device)[None, :]
-    w = torch.softmax(scores.masked_fill((kpos > qpos)[None], float("-inf")), dim=-1)
-    ctx = w[..., context[0] : context[1]].sum(-1)  # [h, n]
-    gen = (w * ((kpos >= response_start) & (kpos < qpos))[None]).sum(-1)
-    return (ctx / (ctx + gen).clamp_min(1e-9)).T
 
 
 class LatentwatchWorkerExtension:
