@@ -23,7 +23,6 @@ parametric answer). Reproduce: ``python bench/rag_signals.py --data EVAL_DIR``.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from latentwatch.baselines import lexical_overlap
 from latentwatch.chat import tokenize_chat
 from latentwatch.devdata import rag_rows
 from latentwatch.evaluate import auroc
+from latentwatch.jsonl import read_rows
 from latentwatch.models import load_model
 from latentwatch.saes import load_sae_dir
 from latentwatch.train_probe import _logistic
@@ -111,7 +111,7 @@ def main() -> None:
     lm = load_model()
     lm.model.set_attn_implementation("eager")  # attention weights of every head, for this sweep only
     sae = load_sae_dir(SAE)
-    recs = {k: [json.loads(x) for x in (Path(args.data) / f"{k}.jsonl").read_text().splitlines() if x] for k in SETS}
+    recs = {k: read_rows(Path(args.data) / f"{k}.jsonl") for k in SETS}
     stats = {k: [record_stats(lm, sae, r) for r in recs[k]] for k in SETS}
     y = {k: torch.tensor([float(r["label"]) for r in recs[k]]) for k in SETS}  # 1 = ignored
     print("records (ignored/all):", {k: f"{int(y[k].sum())}/{len(y[k])}" for k in SETS})

@@ -8,7 +8,6 @@ sets' train split when present. ``latentwatch build-corpus`` writes it.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 from latentwatch.chat import with_context
 from latentwatch.devdata import bbq_prompt, bbq_rows, rag_rows, refusal_instructions, split_of
+from latentwatch.jsonl import read_rows, write_rows
 from latentwatch.models import LoadedModel
 from tqdm import tqdm
 
@@ -32,7 +32,7 @@ HELDOUT_SLICE = DATA_DIR / "heldout_chat.jsonl"
 def authored_prompts() -> list[dict]:
     """The project's own prompts: ``text``, ``label`` (1 harmful), ``kind``,
     and for ``rag`` rows ``context`` and ``answer``."""
-    return [json.loads(line) for line in AUTHORED_PROMPTS.read_text().splitlines() if line.strip()]
+    return read_rows(AUTHORED_PROMPTS)
 
 
 def user_turn(text: str, context: str | None = None) -> list[dict]:
@@ -151,14 +151,11 @@ def heldout_path(corpus: Path) -> Path:
 
 
 def write_jsonl(path: Path, transcripts: Iterable[list[dict]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as fh:
-        for messages in transcripts:
-            fh.write(json.dumps({"messages": messages}) + "\n")
+    write_rows(path, ({"messages": messages} for messages in transcripts))
 
 
 def read_jsonl(path: Path) -> list[list[dict]]:
-    return [json.loads(line)["messages"] for line in path.read_text().splitlines() if line.strip()]
+    return [row["messages"] for row in read_rows(path)]
 
 
 def transcript_ids(tokenizer, messages: list[dict]) -> list[int]:

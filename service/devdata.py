@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+from latentwatch.jsonl import read_rows
+
 
 def dev_data_dir() -> Path | None:
     """The dev-set folder, or None when this checkout has none beside it."""
@@ -54,16 +56,12 @@ def dev_text() -> str:
     return "\n".join(parts)
 
 
-def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def rag_rows(split: str) -> list[dict]:
     """CoConflictQA rows (``question``, ``context``, ``answers``, ...) of one split."""
     root = dev_data_dir()
     if root is None or not (root / "rag").is_dir():
         return []
-    rows = [r for f in sorted((root / "rag").glob("*.jsonl")) for r in _jsonl(f)]
+    rows = [r for f in sorted((root / "rag").glob("*.jsonl")) for r in read_rows(f)]
     return [r for r in rows if split_of(r["question"] + r["context"]) == split]
 
 
@@ -72,7 +70,7 @@ def bbq_rows(split: str) -> list[dict]:
     root = dev_data_dir()
     if root is None or not (root / "bias").is_dir():
         return []
-    rows = [r for f in sorted((root / "bias").glob("*.jsonl")) for r in _jsonl(f)]
+    rows = [r for f in sorted((root / "bias").glob("*.jsonl")) for r in read_rows(f)]
     return [r for r in rows if split_of(r["context"]) == split]
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from latentwatch.baselines import opens_with_refusal
 from latentwatch.corpus import generate_responses, read_jsonl, user_turn
 from latentwatch.devdata import refusal_instructions
-from latentwatch.evaluate import write_records
+from latentwatch.jsonl import write_rows
 from latentwatch.models import LoadedModel
 from latentwatch.train_probe import harmless_calibration_prompts, is_refusal_calibration, refusal_training_rows
 
@@ -66,5 +66,5 @@ def build_eval_sets(lm: LoadedModel, corpus: Path, out_dir: Path, response_token
     train_rows = refusal_training_rows(read_jsonl(corpus), "train")
     files["refusal_calib.jsonl"] = [r for r in train_rows if is_refusal_calibration(r)]
     for name, records in files.items():
-        write_records(out_dir / name, records)
+        write_rows(out_dir / name, records)
     return {name: len(records) for name, records in files.items()}

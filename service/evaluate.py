@@ -9,7 +9,6 @@ position is known. Records use the ``latentwatch score`` input format plus
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from latentwatch.chat import tokenize_chat
 from latentwatch.detectors.base import DetectorSpec
 from latentwatch.engine import Engine
 from latentwatch.features import monitored_rows
+from latentwatch.jsonl import read_rows
 from latentwatch.models import LoadedModel
 from latentwatch.score import read_records
 from tqdm import tqdm
@@ -194,6 +194,10 @@ def calibrate(engine: Engine, lm: LoadedModel, spec: DetectorSpec, data: Path, f
     return {"detector": spec.name, "threshold": spec.threshold, **spec.calibration}
 
 
-def write_records(path: Path, records: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+def read_eval_set(path: Path, sets: str) -> list[dict]:
+    """A labelled file ``latentwatch make-eval-sets --sets SETS`` writes; says how to make it when missing."""
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} is missing: run `latentwatch make-eval-sets --sets {sets} --out {path.parent}`"
+        )
+    return read_rows(path)

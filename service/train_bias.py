@@ -34,7 +34,8 @@ import torch
 from latentwatch.corpus import DATA_DIR, generate_responses, user_turn
 from latentwatch.detectors.base import DetectorSpec
 from latentwatch.devdata import bbq_prompt, bbq_rows, refusal_instructions
-from latentwatch.evaluate import auroc, threshold_at_fpr, write_records
+from latentwatch.evaluate import auroc, read_eval_set, threshold_at_fpr
+from latentwatch.jsonl import read_rows, write_rows
 from latentwatch.models import LoadedModel
 from latentwatch.saes import LoadedSAE
 from latentwatch.train_probe import HARD_NEGATIVE_WEIGHT, fit_sparse_probe, response_windows
@@ -113,8 +114,7 @@ def own_answers(lm: LoadedModel, rows: list[dict]) -> tuple[list[dict], dict[str
 
 
 def authored_stereotypes() -> list[dict]:
-    path = DATA_DIR / "stereotypes.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = read_rows(DATA_DIR / "stereotypes.jsonl")
     return [{"messages": user_turn(r["prompt"]), "response": r["response"], "label": r["label"], "kind": r["kind"],
              "category": r["category"], "pair": r["pair"]} for r in rows]  # fmt: skip
 
@@ -158,7 +158,7 @@ def build_bias_sets(
         "bias_harmless_test.jsonl": harmless_test,
     }
     for name, recs in files.items():
-        write_records(out_dir / name, recs)
+        write_rows(out_dir / name, recs)
     return {name: len(r) for name, r in files.items()}
 
 
@@ -208,19 +208,13 @@ def fit_bias_probe(
 
 def train_biased_answer(lm: LoadedModel, sae: LoadedSAE, spec_path: Path, data_dir: Path) -> dict:
     """Fit on the fit category's BBQ answers (``make-eval-sets --sets bias`` writes them)."""
-    fit = read(data_dir / "biased_answer_fit.jsonl")
-    harmless = read(data_dir / "bias_harmless_fit.jsonl")
+    fit = read_eval_set(data_dir / "biased_answer_fit.jsonl", "bias")
+    harmless = read_eval_set(data_dir / "bias_harmless_fit.jsonl", "bias")
     return fit_bias_probe(lm, sae, spec_path, fit + harmless[: len(harmless) // 2], harmless[len(harmless) // 2 :])
 
 
 def train_stereotype_assertion(lm: LoadedModel, sae: LoadedSAE, spec_path: Path, data_dir: Path) -> dict:
     """Fit on the authored sentences of the fit categories plus harmless answers."""
     fit = [r for r in authored_stereotypes() if not is_stereotype_test(r)]
-    harmless = read(data_dir / "bias_harmless_fit.jsonl")
+    harmless = read_eval_set(data_dir / "bias_harmless_fit.jsonl", "bias")
     return fit_bias_probe(lm, sae, spec_path, fit + harmless[: len(harmless) // 2], harmless[len(harmless) // 2 :])
-
-
-def read(path: Path) -> list[dict]:
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run `latentwatch make-eval-sets --sets bias --out {path.parent}`")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

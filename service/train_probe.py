@@ -27,6 +27,7 @@ from latentwatch.detectors.base import DetectorSpec
 from latentwatch.devdata import refusal_instructions, split_of
 from latentwatch.evaluate import auroc, threshold_at_fpr
 from latentwatch.features import residual_rows
+from latentwatch.jsonl import read_rows
 from latentwatch.models import LoadedModel
 from latentwatch.saes import LoadedSAE
 from latentwatch.v1 import monitor_pb2 as pb
@@ -189,8 +190,7 @@ def train_harmful_request(lm: LoadedModel, sae: LoadedSAE, spec_path: Path) -> d
 
 def authored_responses() -> list[dict]:
     """Authored responses (``detectors/data/responses.jsonl``): teacher-forced refusals and look-alikes."""
-    path = DATA_DIR / "responses.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_rows(DATA_DIR / "responses.jsonl")
 
 
 def refusal_template_split(row: dict) -> str:

@@ -27,8 +27,9 @@ from latentwatch.chat import tokenize_chat
 from latentwatch.corpus import MAX_CONTEXT_CHARS, authored_prompts, generate_responses, user_turn
 from latentwatch.detectors.base import DetectorSpec
 from latentwatch.devdata import rag_rows
-from latentwatch.evaluate import auroc, write_records
+from latentwatch.evaluate import auroc, read_eval_set
 from latentwatch.features import monitored_rows
+from latentwatch.jsonl import write_rows
 from latentwatch.lookback import Head
 from latentwatch.models import LoadedModel
 from latentwatch.saes import LoadedSAE
@@ -118,10 +119,7 @@ def train_context_attending(
     """Choose heads, fit the probe (attending = followed the passage), set thresholds; write spec and artifacts.
 
     Reads ``rag_train.jsonl`` from ``data_dir`` (``latentwatch make-eval-sets --sets rag``)."""
-    path = data_dir / "rag_train.jsonl"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run `latentwatch make-eval-sets --sets rag --out {data_dir}`")
-    train = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    train = read_eval_set(data_dir / "rag_train.jsonl", "rag")
     spec, rule = DetectorSpec.from_yaml(spec_path), DetectorSpec.from_yaml(rule_path)
     within = int(rule.params.get("within_tokens", 12))
     cfg = lm.model.config
@@ -175,5 +173,5 @@ def build_rag_sets(lm: LoadedModel, out_dir: Path, train_limit: int = 240, test_
         "rag_authored.jsonl": answer_and_label(lm, authored_questions()),
     }
     for name, recs in files.items():
-        write_records(out_dir / name, recs)
+        write_rows(out_dir / name, recs)
     return {name: len(r) for name, r in files.items()}
