@@ -112,17 +112,19 @@ async def _refuse(request_or_iterator, context) -> None:
     await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
 
 
+HANDLER_FOR = {  # (client streams, server streams) -> grpc's method-handler factory for that shape
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
 def _refusal(handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler:
     """A handler of the same streaming shape as ``handler`` that refuses the call without reading it."""
     if handler is None:
         return grpc.unary_unary_rpc_method_handler(_refuse)
-    make = {
-        (False, False): grpc.unary_unary_rpc_method_handler,
-        (False, True): grpc.unary_stream_rpc_method_handler,
-        (True, False): grpc.stream_unary_rpc_method_handler,
-        (True, True): grpc.stream_stream_rpc_method_handler,
-    }[(handler.request_streaming, handler.response_streaming)]
-    return make(_refuse)
+    return HANDLER_FOR[(handler.request_streaming, handler.response_streaming)](_refuse)
 
 
 # -- the client's side ------------------------------------------------------------------------------------

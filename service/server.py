@@ -31,7 +31,7 @@ from latentwatch.detectors.base import Span
 from latentwatch.engine import Engine, Limits
 from latentwatch.errors import MonitorError
 from latentwatch.metrics import Metrics
-from latentwatch.security import BearerTokenInterceptor, check_exposure, server_credentials
+from latentwatch.security import HANDLER_FOR, BearerTokenInterceptor, check_exposure, server_credentials
 from latentwatch.spool import AlertSpool
 from latentwatch.tensors import from_wire
 from latentwatch.v1 import monitor_pb2 as pb
@@ -74,21 +74,13 @@ def _lenient(message_class: type[Message]) -> Callable[[bytes], Message | Undeco
     return parse
 
 
-_HANDLER_FOR = {  # (client streams, server streams) -> grpc's handler factory
-    (False, False): grpc.unary_unary_rpc_method_handler,
-    (False, True): grpc.unary_stream_rpc_method_handler,
-    (True, False): grpc.stream_unary_rpc_method_handler,
-    (True, True): grpc.stream_stream_rpc_method_handler,
-}
-
-
 def add_monitor_service(servicer: pb_grpc.MonitorServicer, server: grpc.aio.Server) -> None:
     """Register the Monitor service as the generated ``add_MonitorServicer_to_server``
     does, but with request parsing that never raises (see ``Undecodable``)."""
     handlers = {}
     for method in pb.DESCRIPTOR.services_by_name["Monitor"].methods:
         request, response = (message_factory.GetMessageClass(t) for t in (method.input_type, method.output_type))
-        handlers[method.name] = _HANDLER_FOR[(method.client_streaming, method.server_streaming)](
+        handlers[method.name] = HANDLER_FOR[(method.client_streaming, method.server_streaming)](
             getattr(servicer, method.name),
             request_deserializer=_lenient(request),
             response_serializer=response.SerializeToString,
