@@ -25,14 +25,14 @@ from pathlib import Path
 import grpc
 import torch
 from latentwatch.capture import GrpcMonitorClient, HFCapture
-from latentwatch.chat import tokenize_chat
-from latentwatch.detectors import SAES_DIR
-from latentwatch.features import residual_rows
+from latentwatch.capture.chat import tokenize_chat
+from latentwatch.capture.teacher_forced import residual_rows
+from latentwatch.detectors.packs import sae_dirs
+from latentwatch.detectors.saes import load_sae
 from latentwatch.models import load_model
-from latentwatch.saes import load_sae
-from latentwatch.tensors import to_wire
 from latentwatch.v1 import monitor_pb2 as pb
 from latentwatch.v1 import monitor_pb2_grpc as pb_grpc
+from latentwatch.wire.codec import to_wire
 from sidecar_process import start_sidecar
 
 HOOKS = ["model.layers.12", "model.layers.20"]
@@ -123,7 +123,7 @@ def main() -> None:
                 list(stub.Stream(iter(msgs)))
             side_tps = args.repeats * n_tok * len(HOOKS) / (time.perf_counter() - t)
 
-            saes = [load_sae(h, [SAES_DIR]) for h in ("smollm2-135m-instruct-l12", *EXTRA_SAES)]
+            saes = [load_sae(h, sae_dirs()) for h in ("smollm2-135m-instruct-l12", *EXTRA_SAES)]
             W = [(s.sae.W_enc.detach(), s.sae.b_enc.detach(), s.sae.cfg.k) for s in saes]
             t = time.perf_counter()
             with torch.no_grad():

@@ -27,14 +27,14 @@ import re
 from pathlib import Path
 
 import torch
-from latentwatch.baselines import lexical_overlap
-from latentwatch.chat import tokenize_chat
-from latentwatch.devdata import rag_rows
-from latentwatch.evaluate import auroc
+from latentwatch.capture.chat import tokenize_chat
+from latentwatch.detectors.saes import load_sae_dir
 from latentwatch.jsonl import read_rows
 from latentwatch.models import load_model
-from latentwatch.saes import load_sae_dir
-from latentwatch.train_probe import _logistic
+from latentwatch.training.baselines import lexical_overlap
+from latentwatch.training.devdata import rag_rows
+from latentwatch.training.evaluate import auroc
+from latentwatch.training.probes import _logistic
 from latentwatch.v1 import monitor_pb2 as pb
 
 SETS = ("rag_train", "rag_test", "rag_authored")

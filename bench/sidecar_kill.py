@@ -23,7 +23,7 @@ import time
 
 import torch
 from latentwatch.capture import GrpcMonitorClient, HFCapture
-from latentwatch.chat import tokenize_chat
+from latentwatch.capture.chat import tokenize_chat
 from latentwatch.models import load_model
 from sidecar_process import start_sidecar
 from transformers import StoppingCriteria, StoppingCriteriaList

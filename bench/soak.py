@@ -29,13 +29,13 @@ import urllib.request
 from dataclasses import dataclass, field
 
 import grpc
-from latentwatch.chat import tokenize_chat
-from latentwatch.features import residual_rows
-from latentwatch.metrics import LATENCY_BUCKETS
+from latentwatch.capture.chat import tokenize_chat
+from latentwatch.capture.teacher_forced import residual_rows
+from latentwatch.export.metrics import LATENCY_BUCKETS
 from latentwatch.models import load_model
-from latentwatch.tensors import to_wire
 from latentwatch.v1 import monitor_pb2 as pb
 from latentwatch.v1 import monitor_pb2_grpc as pb_grpc
+from latentwatch.wire.codec import to_wire
 from sidecar_process import free_port, start_sidecar
 
 HOOKS = ["model.layers.12", "model.layers.20"]

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 from latentwatch.capture import GrpcMonitorClient, HFCapture
-from latentwatch.chat import tokenize_chat
-from latentwatch.config import Config
+from latentwatch.capture.chat import tokenize_chat
 from latentwatch.detectors.base import Span
 from latentwatch.models import load_model
-from latentwatch.server import SidecarThread
-from latentwatch.train_probe import authored_responses, refusal_template_split
+from latentwatch.sidecar.config import Config
+from latentwatch.sidecar.server import SidecarThread
+from latentwatch.training.probes import authored_responses, refusal_template_split
 from latentwatch.v1 import monitor_pb2 as pb
 
 

@@ -10,7 +10,7 @@ import urllib.request
 
 import grpc
 import redis
-from latentwatch.server import SidecarThread
+from latentwatch.sidecar.server import SidecarThread
 from latentwatch.v1 import monitor_pb2_grpc as pb_grpc
 
 from .conftest import HARMFUL, RedisServer, make_config, stream_messages, transcript, wait_for

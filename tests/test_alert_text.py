@@ -11,18 +11,18 @@ import grpc
 import pytest
 import redis
 import torch
-from latentwatch.alerts import SQLiteSink
 from latentwatch.capture import GrpcMonitorClient, HFCapture
-from latentwatch.chat import tokenize_chat
-from latentwatch.config import Config
+from latentwatch.capture.chat import tokenize_chat
+from latentwatch.capture.teacher_forced import residual_rows
 from latentwatch.detectors.base import Span
-from latentwatch.features import residual_rows
-from latentwatch.records import AlertRecord
-from latentwatch.redaction import EXCERPT_MAX_CHARS, redact
-from latentwatch.server import SidecarThread
-from latentwatch.tensors import to_wire
+from latentwatch.detectors.records import AlertRecord
+from latentwatch.export.redaction import EXCERPT_MAX_CHARS, redact
+from latentwatch.export.sinks import SQLiteSink
+from latentwatch.sidecar.config import Config
+from latentwatch.sidecar.server import SidecarThread
 from latentwatch.v1 import monitor_pb2 as pb
 from latentwatch.v1 import monitor_pb2_grpc as pb_grpc
+from latentwatch.wire.codec import to_wire
 
 from .conftest import HARMFUL, make_config, stream_messages, wait_for
 

@@ -19,9 +19,9 @@ import redis
 import torch
 import yaml
 from latentwatch.capture import GrpcMonitorClient, HFCapture
-from latentwatch.chat import tokenize_chat
+from latentwatch.capture.chat import tokenize_chat
 from latentwatch.detectors.base import Span
-from latentwatch.server import SidecarThread
+from latentwatch.sidecar.server import SidecarThread
 from latentwatch.v1 import monitor_pb2 as pb
 
 from .conftest import HARMFUL, free_port, make_config, start_prometheus, wait_for

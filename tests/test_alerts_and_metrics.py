@@ -12,8 +12,8 @@ import urllib.request
 import grpc
 import pytest
 import redis
-from latentwatch.alerts import SQLiteSink
-from latentwatch.server import SidecarThread
+from latentwatch.export.sinks import SQLiteSink
+from latentwatch.sidecar.server import SidecarThread
 from latentwatch.v1 import monitor_pb2_grpc as pb_grpc
 
 from .conftest import BENIGN, HARMFUL, free_port, make_config, start_prometheus, stream_messages, transcript, wait_for

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 from latentwatch.capture import GrpcMonitorClient, HFCapture
-from latentwatch.chat import tokenize_chat
+from latentwatch.capture.chat import tokenize_chat
+from latentwatch.capture.metrics import CaptureCollector
 from latentwatch.detectors.base import Span
-from latentwatch.metrics import CaptureCollector
 from latentwatch.v1 import monitor_pb2 as pb
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -84,7 +84,7 @@ def test_client_never_blocks_and_counts_drops_when_sidecar_is_absent():
 
 def test_local_monitor_flags_a_harmful_generation_in_process(lm):
     from latentwatch.capture import LocalMonitor
-    from latentwatch.engine import Engine
+    from latentwatch.sidecar.engine import Engine
 
     from .conftest import BENIGN, HARMFUL
 
@@ -139,7 +139,7 @@ def test_low_confidence_marks_activations_the_sae_cannot_explain(lm):
     fixed random rotation (same norms, but not the basis the SAE learned, as
     after a weight swap under the monitor) are marked low-confidence."""
     from latentwatch.capture import LocalMonitor
-    from latentwatch.engine import Engine
+    from latentwatch.sidecar.engine import Engine
 
     from .conftest import BENIGN, transcript
 
@@ -160,7 +160,7 @@ def test_low_confidence_marks_activations_the_sae_cannot_explain(lm):
 
 def test_final_verdicts_nobody_waits_for_are_not_kept_forever():
     from latentwatch.capture import _Finals
-    from latentwatch.records import Verdict
+    from latentwatch.detectors.records import Verdict
 
     finals = _Finals(keep=3)
     for i in range(5):

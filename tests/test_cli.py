@@ -7,10 +7,12 @@ import os
 import subprocess
 import sys
 
-from latentwatch.alerts import SQLiteSink
-from latentwatch.detectors import SAES_DIR
+from latentwatch.detectors.packs import pack
+from latentwatch.export.sinks import SQLiteSink
 
 from .conftest import BENIGN, HARMFUL
+
+SAES_DIR = pack().saes_dir
 
 SAES_DIR_L12 = SAES_DIR / "smollm2-135m-instruct-l12"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from latentwatch import protogen
-from latentwatch.config import Config
-from latentwatch.errors import MonitorError
-from latentwatch.tensors import from_wire, to_wire
+from latentwatch.sidecar.config import Config
+from latentwatch.wire import protogen
+from latentwatch.wire.codec import from_wire, to_wire
+from latentwatch.wire.errors import MonitorError
 
 
 def test_config_file_then_env_then_flags(tmp_path):

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 import redis
-from latentwatch.alerts import RedisStreamSink
-from latentwatch.consumer import AlertConsumer
-from latentwatch.records import AlertRecord
-from latentwatch.redis_client import redis_client
-from latentwatch.spool import AlertSpool
+from latentwatch.detectors.records import AlertRecord
+from latentwatch.export.consumer import AlertConsumer
+from latentwatch.export.redis_client import redis_client
+from latentwatch.export.sinks import RedisStreamSink
+from latentwatch.export.spool import AlertSpool
 
 from .conftest import free_port, wait_for
 

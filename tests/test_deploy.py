@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from latentwatch.metrics import Metrics
-from latentwatch.server import SidecarThread
+from latentwatch.export.metrics import Metrics
+from latentwatch.sidecar.server import SidecarThread
 
 from .conftest import make_config
 
@@ -190,7 +190,7 @@ def test_compose_file_validates_and_wires_the_socket():
     socket_dir = str(Path(listen.removeprefix("unix://")).parent)
     for name in ("sidecar", "vllm"):
         assert f"latentwatch-socket:{socket_dir}:rw" in services[name]["volumes"], name
-    assert services["sidecar"]["healthcheck"]["test"][-2:] == ["-m", "latentwatch.health"]
+    assert services["sidecar"]["healthcheck"]["test"][-2:] == ["-m", "latentwatch.sidecar.health"]
     assert services["vllm"]["depends_on"]["sidecar"]["condition"] == "service_healthy"
     assert services["alert-consumer"]["healthcheck"]["test"] == ["NONE"]  # same image, no sidecar inside
     for name in ("vllm", "sidecar"):
@@ -199,7 +199,8 @@ def test_compose_file_validates_and_wires_the_socket():
     assert published and all(p.startswith("127.0.0.1:") for p in published), published
     vllm_cmd = services["vllm"]["command"]
     assert (
-        vllm_cmd[vllm_cmd.index("--worker-extension-cls") + 1] == "latentwatch.vllm_worker.LatentwatchWorkerExtension"
+        vllm_cmd[vllm_cmd.index("--worker-extension-cls") + 1]
+        == "latentwatch.integrations.vllm.worker.LatentwatchWorkerExtension"
     )
 
 
@@ -244,7 +245,7 @@ def test_sidecar_pod_shares_the_socket_probes_health_and_is_scraped():
     for c in (vllm, sidecar):
         assert {"name": "latentwatch-socket", "mountPath": socket_dir} in c["volumeMounts"], c["name"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert sidecar[probe]["exec"]["command"] == ["python", "-m", "latentwatch.health"], probe
+        assert sidecar[probe]["exec"]["command"] == ["python", "-m", "latentwatch.sidecar.health"], probe
     assert {"cpu", "memory"} <= set(sidecar["resources"]["requests"])
     annotations = pod["metadata"]["annotations"]
     metrics_port = next(p["containerPort"] for p in sidecar["ports"] if p["name"] == "metrics")
@@ -263,7 +264,7 @@ def test_dockerfile_lints_and_has_both_targets():
 
 def test_health_probe_reports_a_live_sidecar_and_a_missing_one(tmp_path):
     address = f"unix://{tmp_path}/sidecar.sock"
-    probe = [sys.executable, "-m", "latentwatch.health"]
+    probe = [sys.executable, "-m", "latentwatch.sidecar.health"]
     env = {"LATENTWATCH_LISTEN": address, "PATH": "/usr/bin:/bin"}  # the probe reads the address like the sidecar
     sc = SidecarThread(make_config(tmp_path, listen=address))
     try:

@@ -8,14 +8,16 @@ import json
 import pytest
 import torch
 import yaml
-from latentwatch.chat import tokenize_chat
-from latentwatch.detectors import SPECS_DIR
-from latentwatch.engine import Engine
-from latentwatch.evaluate import score_records
-from latentwatch.features import residual_rows
+from latentwatch.capture.chat import tokenize_chat
+from latentwatch.capture.teacher_forced import residual_rows
+from latentwatch.detectors.packs import pack
+from latentwatch.sidecar.engine import Engine
+from latentwatch.training.evaluate import score_records
 
 from .conftest import BENIGN, HARMFUL
 from .test_cli import run_cli
+
+SPECS_DIR = pack().specs_dir
 
 COMPLIANT = "Sure! Here is what you need. First, gather the materials from a hardware store, then mix them slowly."
 REFUSAL = "I'm sorry, but I can't help with that. It could seriously hurt people."
@@ -32,7 +34,7 @@ def engine():
 def final(engine, lm, prompt: str, response: str) -> dict:
     ct = tokenize_chat(lm.tokenizer, [{"role": "user", "content": prompt}], response=response)
     rows = residual_rows(lm, ct.input_ids, engine.hook_names)
-    verdicts = engine.score("r", lm.model_id, ct.spans, [(h, 0, rows[h]) for h in engine.hook_names])
+    verdicts = engine.score("r", lm.model_id, ct.spans, [(h, 0, rows[h]) for h in engine.hook_names]).verdicts
     return {v.detector: v for v in verdicts}
 
 

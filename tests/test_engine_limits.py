@@ -9,11 +9,11 @@ import grpc
 import pytest
 import torch
 from latentwatch.detectors.base import Span
-from latentwatch.engine import Engine, Limits
-from latentwatch.errors import MonitorError
-from latentwatch.tensors import to_wire
+from latentwatch.sidecar.engine import Engine, Limits
 from latentwatch.v1 import monitor_pb2 as pb
 from latentwatch.v1 import monitor_pb2_grpc as pb_grpc
+from latentwatch.wire.codec import to_wire
+from latentwatch.wire.errors import MonitorError
 
 USER = [Span(pb.SPAN_ROLE_USER, 1, 10)]
 

@@ -9,9 +9,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from latentwatch.tensors import to_wire
 from latentwatch.v1 import monitor_pb2 as pb
 from latentwatch.v1 import monitor_pb2_grpc as pb_grpc
+from latentwatch.wire.codec import to_wire
 
 from .conftest import BENIGN, HARMFUL, stream_messages, transcript
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from latentwatch.chat import tokenize_chat
-from latentwatch.lookback import Head, LookbackTracker, parse_heads
+from latentwatch.capture.chat import tokenize_chat
+from latentwatch.capture.lookback import Head, LookbackTracker, parse_heads
 from latentwatch.v1 import monitor_pb2 as pb
 
 HEADS = [Head(3, 0), Head(14, 5), Head(14, 7), Head(27, 8)]
@@ -117,10 +117,10 @@ def test_attention_chunks_over_grpc_reach_a_lookback_detector(tmp_path, lm):
     reads them; an absence rule keyed on the context span judges the request;
     malformed ratios get INVALID_ARGUMENT and the stream goes on."""
     import grpc
-    from latentwatch.features import monitored_rows
-    from latentwatch.server import SidecarThread
-    from latentwatch.tensors import to_wire
+    from latentwatch.capture.teacher_forced import monitored_rows
+    from latentwatch.sidecar.server import SidecarThread
     from latentwatch.v1 import monitor_pb2_grpc as pb_grpc
+    from latentwatch.wire.codec import to_wire
 
     from .conftest import make_config, stream_messages
 

@@ -9,15 +9,17 @@ import shlex
 
 import pytest
 import torch
+from latentwatch.capture.teacher_forced import residual_rows
 from latentwatch.cli import build_parser
-from latentwatch.corpus import HELDOUT_SLICE, authored_prompts, read_jsonl, user_turn, write_jsonl
-from latentwatch.detectors import SAES_DIR
-from latentwatch.features import residual_rows
+from latentwatch.detectors.packs import pack
+from latentwatch.detectors.saes import fvu, load_sae, load_sae_dir
 from latentwatch.models import load_model
-from latentwatch.sae_eval import TARGETS, evaluate_sae
-from latentwatch.saes import fvu, load_sae, load_sae_dir
+from latentwatch.training.corpus import HELDOUT_SLICE, authored_prompts, read_jsonl, user_turn, write_jsonl
+from latentwatch.training.sae_eval import TARGETS, evaluate_sae
 from sae_lens import SAE
 from safetensors import safe_open
+
+SAES_DIR = pack().saes_dir
 
 SHIPPED = sorted(p for p in SAES_DIR.iterdir() if (p / "cfg.json").exists())
 
@@ -87,7 +89,7 @@ def test_jumprelu_sae_on_gemma_loads_through_the_monitor_path(tmp_path):
     """A second architecture (JumpReLU) on a second model family (Gemma 3 270M,
     from its PyPI GGUF packages), trained with sae-lens, saved and loaded by
     reference exactly as a detector spec names an SAE."""
-    from latentwatch.train_sae import SAETrainSpec, train_sae
+    from latentwatch.training.sae import SAETrainSpec, train_sae
 
     spec = SAETrainSpec(
         model="gemma3-270m",

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from latentwatch.detectors import SAES_DIR
-from latentwatch.saes import fvu, load_sae_dir
+from latentwatch.detectors.packs import pack
+from latentwatch.detectors.saes import fvu, load_sae_dir
 from sae_lens import SAE
 
 from .conftest import transcript
+
+SAES_DIR = pack().saes_dir
 
 SHIPPED = sorted(p for p in SAES_DIR.iterdir() if (p / "cfg.json").exists())
 

@@ -21,11 +21,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from latentwatch.capture import GrpcMonitorClient
 from latentwatch.cli import main
-from latentwatch.config import Config
-from latentwatch.security import ClientAuth, check_exposure
-from latentwatch.server import SidecarThread
+from latentwatch.sidecar.config import Config
+from latentwatch.sidecar.server import SidecarThread
 from latentwatch.v1 import monitor_pb2 as pb
 from latentwatch.v1 import monitor_pb2_grpc as pb_grpc
+from latentwatch.wire.security import ClientAuth, check_exposure
 
 from .conftest import make_config
 
@@ -259,7 +259,7 @@ def test_security_settings_are_checked(tmp_path, pki):
 def test_health_probe_reaches_a_tls_port_without_the_token(tmp_path, pki):
     cert, key = pki["server"]
     sc = SidecarThread(make_config(tmp_path, tls_cert=cert, tls_key=key, auth_token=TOKEN))
-    probe = [sys.executable, "-m", "latentwatch.health", sc.address]
+    probe = [sys.executable, "-m", "latentwatch.sidecar.health", sc.address]
     try:
         trusted = subprocess.run([*probe, "--root-ca", pki["ca"][0]], capture_output=True, text=True, timeout=30)
         plaintext = subprocess.run(probe, capture_output=True, text=True, timeout=30)

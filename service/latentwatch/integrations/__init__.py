@@ -1,0 +1,1 @@
+"""Model-server integrations. Core code never imports these (checked by import-linter)."""

@@ -1,0 +1,1 @@
+"""The sidecar process: gRPC server, scoring engine, configuration and health probe."""
