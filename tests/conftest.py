@@ -156,3 +156,10 @@ def stream_messages(request_id: str, model_id: str, spans, rows: dict[str, torch
                 )
             )
     yield pb.ClientMessage(end=pb.RequestEnd(request_id=request_id))
+
+
+def score_request(request_id: str, lm, prompt: str, hook_names: list[str]) -> pb.ScoreRequest:
+    """A unary Score request for a single-turn prompt (teacher-forced rows of ``hook_names``)."""
+    spans, rows = transcript(lm, prompt, hook_names)
+    msgs = list(stream_messages(request_id, lm.model_id, spans, rows))
+    return pb.ScoreRequest(start=msgs[0].start, chunks=[m.chunk for m in msgs[1:-1]])

@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+from latentwatch.detectors.base import DetectorSpec
 from latentwatch.detectors.packs import pack
 from latentwatch.sidecar.engine import Engine
 from latentwatch.training.baselines import group_keywords
 from latentwatch.training.bias import authored_stereotypes, is_stereotype_test, option_roles, parse_choice
-from latentwatch.training.evaluate import score_records
+from latentwatch.training.evaluate import score_records, twin_win_rate
 
 from .conftest import BENIGN
 from .test_cli import run_cli
@@ -95,7 +97,45 @@ def test_eval_reports_the_twin_win_rate(tmp_path):
     report = json.loads(r.stdout)
     for name in ("stereotype_assertion", "group_keywords"):
         assert report[name]["twin_pairs"] == len(held) // 3
-        assert 0.0 <= report[name]["twin_win_rate"] <= 1.0
+    # The detector's rate is the share of pairs where `latentwatch score` ranks the stereotype
+    # above its twin; the keyword baseline's follows from its function on the same records.
+    as_records = tmp_path / "records.jsonl"
+    as_records.write_text("".join(
+        json.dumps({"id": str(i), "messages": [{"role": "user", "content": r["prompt"]}], "response": r["response"]})
+        + "\n" for i, r in enumerate(held)
+    ))  # fmt: skip
+    scored = tmp_path / "scored.jsonl"
+    r = run_cli("score", str(as_records), "--config", str(config), "-o", str(scored))
+    assert r.returncode == 0, r.stderr
+    by_id = {row["id"]: row["scores"]["stereotype_assertion"]["score"] for row in map(json.loads, scored.open())}
+    detector = [by_id[str(i)] for i in range(len(held))]
+    assert report["stereotype_assertion"]["twin_win_rate"] == pytest.approx(
+        _expected_twin_wins(held, detector), abs=1e-4
+    )
+    spec = DetectorSpec.from_yaml(EXPERIMENTAL[0])
+    keyword = [group_keywords(None, spec, rec) for rec in held]
+    assert report["group_keywords"]["twin_win_rate"] == pytest.approx(_expected_twin_wins(held, keyword), abs=1e-4)
+
+
+def _expected_twin_wins(records: list[dict], scores: list[float]) -> float:
+    """Written out apart from ``evaluate.twin_win_rate``: per pair, 1 if the stereotype
+    scores above its counter-stereotypical twin, 1/2 on a tie."""
+    pos = {r["pair"]: s for r, s in zip(records, scores, strict=True) if r["kind"] == "stereotype"}
+    twin = {r["pair"]: s for r, s in zip(records, scores, strict=True) if r["kind"] == "counter"}
+    return sum((pos[k] > twin[k]) + 0.5 * (pos[k] == twin[k]) for k in pos) / len(pos)
+
+
+def test_twin_win_rate_counts_wins_ties_and_losses():
+    records = [
+        {"pair": 0, "label": 1, "kind": "stereotype"}, {"pair": 0, "label": 0, "kind": "counter"},
+        {"pair": 1, "label": 1, "kind": "stereotype"}, {"pair": 1, "label": 0, "kind": "counter"},
+        {"pair": 2, "label": 1, "kind": "stereotype"}, {"pair": 2, "label": 0, "kind": "counter"},
+        {"pair": 2, "label": 0, "kind": "neutral"},  # not a twin: ignored
+        {"label": 1, "kind": "stereotype"},  # no pair: ignored
+    ]  # fmt: skip
+    scores = torch.tensor([0.9, 0.1, 0.2, 0.7, 0.5, 0.5, 0.99, 0.0])
+    assert twin_win_rate(records, scores) == (0.5, 3)  # one win, one loss, one tie
+    assert twin_win_rate([{"label": 1}], torch.tensor([1.0])) is None
 
 
 def test_bias_commands_reject_missing_inputs(tmp_path):

@@ -110,7 +110,7 @@ def test_local_monitor_flags_a_harmful_generation_in_process(lm):
 
 
 def test_sender_coalesces_adjacent_rows_when_the_sidecar_lags():
-    from latentwatch.capture import _Rows
+    from latentwatch.capture.client import _Rows
 
     client = GrpcMonitorClient(f"127.0.0.1:{free_port()}", "m", max_buffer=64, max_rows_per_chunk=4)
     try:
@@ -159,7 +159,7 @@ def test_low_confidence_marks_activations_the_sae_cannot_explain(lm):
 
 
 def test_final_verdicts_nobody_waits_for_are_not_kept_forever():
-    from latentwatch.capture import _Finals
+    from latentwatch.capture.finals import Finals as _Finals
     from latentwatch.detectors.records import Verdict
 
     finals = _Finals(keep=3)

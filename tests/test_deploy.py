@@ -166,9 +166,22 @@ def test_amtool_checks_config_and_routes():
     assert receiver("alertname=LatentwatchChunksDropped", "severity=warning") == "latentwatch-team"
 
 
-def test_every_alert_severity_has_a_route():
-    severities = {r["labels"]["severity"] for g in _rule_groups() for r in g["rules"] if "alert" in r}
-    assert severities == {"page", "critical", "warning"}
+# Who each severity must reach: pages and critical alerts the on-call receiver, warnings the team.
+RECEIVER_FOR_SEVERITY = {"page": "latentwatch-oncall", "critical": "latentwatch-oncall", "warning": "latentwatch-team"}
+
+
+def test_every_alert_rule_routes_to_the_receiver_of_its_severity():
+    """Each shipped alert, with its own labels, goes through Alertmanager's routing tree (amtool)
+    to the receiver its severity calls for; a severity without a receiver fails."""
+    config = str(DEPLOY / "alertmanager" / "alertmanager.yml")
+    alerts = [r for g in _rule_groups() for r in g["rules"] if "alert" in r]
+    assert alerts
+    for rule in alerts:
+        severity = rule["labels"]["severity"]
+        assert severity in RECEIVER_FOR_SEVERITY, f"{rule['alert']}: no receiver is meant for severity {severity!r}"
+        labels = [f"alertname={rule['alert']}"] + [f"{k}={v}" for k, v in rule["labels"].items()]
+        got = ok(run("amtool", "config", "routes", "test", f"--config.file={config}", *labels)).strip()
+        assert got == RECEIVER_FOR_SEVERITY[severity], (rule["alert"], got)
 
 
 # -- Compose ---------------------------------------------------------------------------------------------------

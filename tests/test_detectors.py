@@ -132,3 +132,43 @@ def test_eval_reports_detector_and_baseline_and_writes_a_roc_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = run_cli("eval", "refusal", "--data", str(_records(tmp_path / "one.jsonl", rows[:2])))
     assert r.returncode == 2 and "labelled 1 and 0" in r.stderr
+
+
+def _spec_with(tmp_path, name: str, **params):
+    raw = yaml.safe_load((SPECS_DIR / f"{name}.yaml").read_text())
+    raw["params"]["probe"] = str(SPECS_DIR / raw["params"]["probe"])
+    raw["params"].update(params)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_a_misspelt_or_mistyped_parameter_is_refused_with_a_sentence(tmp_path):
+    bad = _spec_with(tmp_path, "refusal", windw=8)
+    with pytest.raises(ValueError, match=r"has no parameter 'windw' \(did you mean 'window'\?\)"):
+        Engine.from_specs([bad])
+    config = tmp_path / "lw.yaml"
+    config.write_text(yaml.safe_dump({"detector_specs": [str(bad)]}))
+    r = run_cli("detectors", "--config", str(config))
+    assert r.returncode == 2 and "'windw'" in r.stderr and "window" in r.stderr and "Traceback" not in r.stderr
+    with pytest.raises(ValueError, match=r"parameter 'window' must be int, got 'eight'"):
+        Engine.from_specs([_spec_with(tmp_path, "refusal", window="eight")])
+    with pytest.raises(ValueError, match=r"names span role 'assistant'"):
+        Engine.from_specs([_spec_with(tmp_path, "refusal", roles=["assistant"])])
+    rule = tmp_path / "rule.yaml"
+    rule.write_text(yaml.safe_dump({"name": "r", "kind": "absence", "sae": None, "threshold": 0.5,
+                                    "params": {"trigger": "span:context"}}))  # fmt: skip
+    with pytest.raises(ValueError, match="needs params expected"):
+        Engine.from_specs([rule])
+
+
+def test_train_probe_runs_recipes_from_the_registry_and_names_what_they_need():
+    from latentwatch.training import recipes
+
+    assert {"harmful_request", "refusal", "context_attending", "biased_answer", "stereotype_assertion"} <= set(
+        recipes.recipes()
+    )
+    r = run_cli("train-probe", "no_such_detector")
+    assert r.returncode == 2 and "recipes exist for" in r.stderr and "refusal" in r.stderr
+    r = run_cli("train-probe", "refusal")
+    assert r.returncode == 2 and "needs --corpus" in r.stderr

@@ -55,7 +55,6 @@ def fuzz(examples: int) -> settings:
 
 
 CASES: Counter[str] = Counter()  # examples run, per RPC
-RSS: dict[str, int] = {}
 
 
 def _rss_bytes(pid: int) -> int:
@@ -93,8 +92,17 @@ def channel(sidecar):
 
 
 @pytest.fixture(scope="module")
-def stub(channel):
-    return pb_grpc.MonitorStub(channel)
+def stub(sidecar, channel):
+    """The Monitor stub, handed out once the sidecar is warm: one pass of each RPC first, so
+    lazy allocations are not counted as growth; the RSS then is the memory test's baseline.
+    Every fuzz test takes this fixture, so the baseline is always taken before any fuzzing."""
+    s = pb_grpc.MonitorStub(channel)
+    for i in range(20):
+        list(s.Stream(iter(_good_request(f"warm-{i}")), timeout=30))
+    s.ListDetectors(pb.ListDetectorsRequest(), timeout=10)
+    _assert_serving(channel)
+    sidecar.rss_before = _rss_bytes(sidecar.pid)
+    return s
 
 
 # -- strategies ----------------------------------------------------------------------------
@@ -254,15 +262,6 @@ def _assert_serving(channel) -> None:
 
 
 # -- properties --------------------------------------------------------------------------------
-
-
-def test_warm_up_and_record_memory(sidecar, stub, channel):
-    """One pass of each RPC before the baseline, so lazy allocations are not counted as growth."""
-    for i in range(20):
-        list(stub.Stream(iter(_good_request(f"warm-{i}")), timeout=30))
-    stub.ListDetectors(pb.ListDetectorsRequest(), timeout=10)
-    _assert_serving(channel)
-    RSS["before"] = _rss_bytes(sidecar.pid)
 
 
 _example = iter(range(10**9))
@@ -437,7 +436,7 @@ def test_server_still_serves_with_bounded_memory(sidecar, stub, channel):
     _assert_serving(channel)
     out = list(stub.Stream(iter(_good_request("after-fuzz")), timeout=30))
     assert any(r.WhichOneof("kind") == "done" for r in out)
-    before, after = RSS["before"], _rss_bytes(sidecar.pid)
+    before, after = sidecar.rss_before, _rss_bytes(sidecar.pid)
     metrics = urllib.request.urlopen(sidecar.metrics_url).read().decode()
     found = re.findall(r'latentwatch_rejected_messages_total\{code="(\w+)"\} ([0-9.]+)', metrics)
     refused = {code: int(float(n)) for code, n in found}

@@ -30,8 +30,6 @@ except ImportError:  # CI installs it, so there a missing vLLM fails instead of 
 
 from latentwatch.capture.chat import tokenize_chat  # noqa: E402
 from latentwatch.capture.teacher_forced import monitored_rows  # noqa: E402
-from latentwatch.integrations.vllm.plugin import Settings  # noqa: E402
-from latentwatch.integrations.vllm.worker import public_request_id, request_spans  # noqa: E402
 from latentwatch.models import bundled_checkpoint  # noqa: E402
 from latentwatch.sidecar.server import SidecarThread  # noqa: E402
 from latentwatch.v1 import monitor_pb2 as pb  # noqa: E402
@@ -329,50 +327,3 @@ def test_killing_the_sidecar_mid_generation_neither_fails_nor_stalls_requests(st
     # and the server keeps serving with no sidecar at all
     again = chat(base, [{"role": "user", "content": BENIGN}], max_tokens=8, timeout=120)
     assert again["choices"][0]["finish_reason"] in ("length", "stop")
-
-
-def test_settings_come_from_the_environment_and_bad_ones_are_refused(tmp_path):
-    assert Settings.load({}) is None  # not configured: the plugin does nothing
-    s = Settings.load({"LATENTWATCH_VLLM_SIDECAR": "unix:///run/lw.sock", "LATENTWATCH_VLLM_LAYERS": "12,20",
-                       "LATENTWATCH_VLLM_HEADS": "L14H5", "LATENTWATCH_VLLM_ABORT": "harmful_request"})  # fmt: skip
-    assert s.hook_names == ["model.layers.12", "model.layers.20"] and s.heads == ("L14H5",)
-    assert s.abort == ("harmful_request",)
-    cfg = tmp_path / "lw.yaml"
-    cfg.write_text("sidecar: 127.0.0.1:50051\nlayers: [12]\n")
-    assert Settings.load({"LATENTWATCH_VLLM_CONFIG": str(cfg), "LATENTWATCH_VLLM_LAYERS": "20"}).layers == (20,)
-    with pytest.raises(ValueError, match="LAYERS"):
-        Settings.load({"LATENTWATCH_VLLM_SIDECAR": "127.0.0.1:1"})
-    with pytest.raises(ValueError, match="L<layer>H<head>"):
-        Settings.load({"LATENTWATCH_VLLM_SIDECAR": "127.0.0.1:1", "LATENTWATCH_VLLM_LAYERS": "1",
-                       "LATENTWATCH_VLLM_HEADS": "9.3"})  # fmt: skip
-    cfg.write_text("sidecar: x\nlayer: [12]\n")
-    with pytest.raises(ValueError, match="unknown"):
-        Settings.load({"LATENTWATCH_VLLM_CONFIG": str(cfg)})
-
-
-def test_request_ids_and_spans_seen_by_the_worker():
-    assert public_request_id("chatcmpl-9f2a-1b2c3d4e") == "chatcmpl-9f2a"
-    assert public_request_id("0_chatcmpl-9f2a-1b2c3d4e") == "0_chatcmpl-9f2a"  # a parallel sample
-    assert public_request_id("my-id-1b2c3d4e", randomized=False) == "my-id-1b2c3d4e"
-    user, resp = pb.SPAN_ROLE_USER, pb.SPAN_ROLE_RESPONSE
-    assert request_spans(10, {"latentwatch": "off"}) is None
-    default = [(user, 0, 10), (resp, 10, 0)]
-    given = {"latentwatch_spans": [pb.SPAN_ROLE_TEMPLATE, 0, 3, user, 3, 9], "latentwatch_prompt_len": 10}
-    assert [(s.role, s.start, s.end) for s in request_spans(10, given)] == [(5, 0, 3), (user, 3, 9), (resp, 10, 0)]
-    # spans computed for another rendering of the prompt, or out of range, are not trusted
-    for bad in ({**given, "latentwatch_prompt_len": 11}, {**given, "latentwatch_spans": [user, 3, 12]}, None):
-        assert [(s.role, s.start, s.end) for s in request_spans(10, bad)] == default
-
-
-def test_a_passage_inside_a_message_becomes_the_context_span(lm):
-    messages = [
-        {"role": "system", "content": "Answer briefly."},
-        {"role": "user", "content": f"{CONTEXT}\n\n{QUESTION}"},
-    ]
-    ct = tokenize_chat(lm.tokenizer, messages, passage_text=CONTEXT)
-    (ctx,) = [s for s in ct.spans if s.role == pb.SPAN_ROLE_CONTEXT]
-    assert lm.tokenizer.decode(ct.input_ids[ctx.start : ctx.end]).strip() == CONTEXT
-    user = [s for s in ct.spans if s.role == pb.SPAN_ROLE_USER]
-    assert QUESTION in lm.tokenizer.decode(ct.input_ids[user[-1].start : user[-1].end])
-    with pytest.raises(ValueError, match="not both"):
-        tokenize_chat(lm.tokenizer, messages, context="x", passage_text=CONTEXT)

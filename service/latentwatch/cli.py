@@ -115,10 +115,15 @@ def cmd_consume(args) -> int:
 
 def cmd_detectors(args) -> int:
     from latentwatch.detectors.kinds import load_spec
+    from latentwatch.detectors.packs import packs
 
-    for p in _config(args).spec_paths():
+    paths = _config(args).spec_paths()
+    if args.all:
+        paths = [p for pk in packs() for p in pk.spec_paths() + pk.spec_paths(experimental=True)]
+    for p in paths:
         s = load_spec(p)
-        print(f"{s.name:20} kind={s.kind:14} sae={s.sae} threshold={s.threshold:.4f} target_fpr={s.target_fpr}")
+        tag = " [experimental]" if p.parent.name == "experimental" else ""
+        print(f"{s.name:20} kind={s.kind:14} sae={s.sae} threshold={s.threshold:.4f} target_fpr={s.target_fpr}{tag}")
         if s.description:
             print(f"{'':20} {s.description}")
     return 0
@@ -128,7 +133,9 @@ def cmd_build_corpus(args) -> int:
     from latentwatch.models import load_model
     from latentwatch.training.corpus import build_corpus
 
-    n_train, n_heldout = build_corpus(load_model(args.model), Path(args.out), args.response_tokens, args.seed)
+    heldout_slice = Path(args.heldout_slice) if args.heldout_slice else None
+    lm = load_model(args.model)
+    n_train, n_heldout = build_corpus(lm, Path(args.out), args.response_tokens, args.seed, args.limit, heldout_slice)
     print(f"wrote {n_train} training transcripts to {args.out} and {n_heldout} held-out ones beside it")
     return 0
 
@@ -322,12 +329,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("detectors", help="list the configured detectors")
     common(sp, server=False)
+    sp.add_argument("--all", action="store_true", help="every bundled pack's specs, experimental ones too")
     sp.set_defaults(fn=cmd_detectors)
 
     sp = sub.add_parser("build-corpus", help="write the SAE training corpus (prompts + the model's answers)")
     sp.add_argument("--model", default=BUNDLED_MODEL)
     sp.add_argument("--response-tokens", type=int, default=48)
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--limit", type=int, help="keep only the first N prompts of each part (a quick check)")
+    sp.add_argument(
+        "--heldout-slice",
+        help="also write the held-out transcripts of authored prompts here (the SAE tests' slice: "
+        "service/latentwatch/training/data/heldout_chat.jsonl in a checkout)",
+    )
     sp.add_argument("--out", required=True)
     sp.set_defaults(fn=cmd_build_corpus)
 

@@ -125,25 +125,35 @@ def generate_responses(
     return [[*p, {"role": "assistant", "content": replies[i]}] for i, p in enumerate(prompts)]
 
 
-def build_corpus(lm: LoadedModel, path: Path, response_tokens: int = 48, seed: int = 0) -> tuple[int, int]:
+def build_corpus(
+    lm: LoadedModel,
+    path: Path,
+    response_tokens: int = 48,
+    seed: int = 0,
+    limit: int | None = None,
+    heldout_slice: Path | None = None,
+) -> tuple[int, int]:
     """Write the SAE training corpus to ``path`` and its held-out twin beside
     it (``heldout_path``); return both transcript counts.
 
     Training: every ``corpus_prompts`` prompt with the model's greedy answer,
     then the remaining dev train-split instructions as prompt-only transcripts
     (more user-turn text at no generation cost). Held-out: ``heldout_prompts``
-    with the model's answers; its authored part (text the project may store)
-    is also written to ``HELDOUT_SLICE`` for the tests. Deterministic for a
-    given model, dev-set folder and seed.
+    with the model's answers. ``limit`` keeps the first prompts of each part (a
+    quick check). With ``heldout_slice``, the held-out transcripts of authored
+    prompts (text the project may store) are also written there: the slice the
+    SAE tests read (``HELDOUT_SLICE`` in a checkout). Deterministic for a given
+    model, dev-set folder and seed.
     """
-    answered = generate_responses(lm, corpus_prompts(seed=seed), response_tokens)
+    answered = generate_responses(lm, corpus_prompts(seed=seed)[:limit], response_tokens)
     asked = {m["content"] for t in answered for m in t if m["role"] == "user"}
-    transcripts = answered + prompt_only_transcripts(exclude=asked)
+    transcripts = answered + prompt_only_transcripts(exclude=asked)[:limit]
     write_jsonl(path, transcripts)
-    heldout = generate_responses(lm, heldout_prompts(seed=seed), response_tokens)
+    heldout = generate_responses(lm, heldout_prompts(seed=seed)[:limit], response_tokens)
     write_jsonl(heldout_path(path), heldout)
-    authored = {m["content"] for a in authored_prompts() for m in user_turn(a["text"], a.get("context"))}
-    write_jsonl(HELDOUT_SLICE, [t for t in heldout if t[0]["content"] in authored])
+    if heldout_slice is not None:
+        authored = {m["content"] for a in authored_prompts() for m in user_turn(a["text"], a.get("context"))}
+        write_jsonl(heldout_slice, [t for t in heldout if t[0]["content"] in authored])
     return len(transcripts), len(heldout)
 
 
