@@ -75,3 +75,56 @@ def batched_residuals(
             yield ids[:, 1:].reshape(-1), acts.reshape(-1, acts.shape[-1]).float()
     finally:
         handle.remove()
+
+
+class _Stop(Exception):
+    """Raised by the deepest hook once it has its rows: the layers above it and the LM head
+    have nothing to add, so the forward ends there."""
+
+
+def last_hook(model: torch.nn.Module, hook_names: list[str]) -> str:
+    """The hooked module the forward reaches last (modules run in registration order)."""
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    return max(hook_names, key=lambda n: order[n])
+
+
+@torch.no_grad()
+def batched_rows(
+    lm: LoadedModel, sequences: list[list[int]], hook_names: list[str], batch_size: int = 8
+) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    """Teacher-forced forwards of many token sequences, as ``residual_rows`` gives one.
+
+    Sequences are grouped by length and right-padded into batches (a causal model's rows
+    for real tokens never see the padding after them), and each forward stops at the
+    deepest hooked layer, so the layers above it and the LM head are skipped. Yields
+    ``(index into sequences, rows per hook)`` in order of length."""
+    stop_at = last_hook(lm.model, hook_names)
+    captured: dict[str, torch.Tensor] = {}
+    handles = []
+    for name in hook_names:
+
+        def fn(module, args, output, name=name):
+            captured[name] = output[0] if isinstance(output, tuple) else output
+            if name == stop_at:
+                raise _Stop
+
+        handles.append(lm.model.get_submodule(name).register_forward_hook(fn))
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    try:
+        for b in range(0, len(order), batch_size):
+            idx = order[b : b + batch_size]
+            width = max(len(sequences[i]) for i in idx)
+            ids = torch.tensor([sequences[i] + [pad] * (width - len(sequences[i])) for i in idx])
+            mask = torch.tensor([[1] * len(sequences[i]) + [0] * (width - len(sequences[i])) for i in idx])
+            captured.clear()
+            try:
+                lm.model(ids, attention_mask=mask, use_cache=False)
+            except _Stop:
+                pass
+            for row, i in enumerate(idx):
+                n = len(sequences[i])
+                yield i, {h: captured[h][row, :n].float().clone() for h in hook_names}
+    finally:
+        for h in handles:
+            h.remove()

@@ -49,6 +49,23 @@ class LoadedSAE:
         return feats, err, dev
 
     @torch.no_grad()
+    def encode_many(self, xs: list[torch.Tensor]) -> list[tuple[torch.Tensor, float, float]]:
+        """``encode`` for several chunks with one SAE forward over all their rows: the
+        batching that keeps the encode near the matmul's speed. Each chunk gets its own
+        latents, error and deviation, as ``encode`` would give it."""
+        if len(xs) == 1:
+            return [self.encode(xs[0])]
+        x = torch.cat(xs)
+        feats = self.sae.encode(x)
+        sq_err = (x - self.reconstruct(feats)).pow(2).sum(1)
+        sizes = [c.shape[0] for c in xs]
+        out = []
+        for f, e, c in zip(feats.split(sizes), sq_err.split(sizes), xs, strict=True):
+            centre = self.mean if self.mean is not None else c.mean(0)
+            out.append((f, float(e.sum()), float((c - centre).pow(2).sum())))
+        return out
+
+    @torch.no_grad()
     def reconstruct(self, feats: torch.Tensor) -> torch.Tensor:
         """``sae.decode`` computed over the active latents only.
 
