@@ -20,10 +20,9 @@ import torch
 from tqdm import tqdm
 
 from latentwatch.capture.chat import tokenize_chat
-from latentwatch.capture.teacher_forced import batched_rows, monitored_rows
+from latentwatch.capture.teacher_forced import transcript_rows
 from latentwatch.models import LoadedModel
 from latentwatch.sidecar.engine import Chunk, Engine
-from latentwatch.v1 import monitor_pb2 as pb
 
 
 class RecordError(ValueError):
@@ -59,10 +58,8 @@ def score_records(engine: Engine, lm: LoadedModel, records: list[tuple[str, dict
     """Score records (``(request id, record)``) with batched forwards; outputs in input order.
 
     Forwards are batched and stop at the deepest monitored layer
-    (``teacher_forced.batched_rows``); each batch's chunks then go through the engine
-    together (``Engine.add_chunks``: one SAE encode per SAE for the batch). Records that
-    carry a context while detectors read attention heads are forwarded one at a time,
-    as the lookback ratios are computed per request."""
+    (``teacher_forced.transcript_rows``); each batch's chunks then go through the engine
+    together (``Engine.add_chunks``: one SAE encode per SAE for the batch)."""
     cts = [tokenize_chat(lm.tokenizer, r["messages"], context=r.get("context"), response=r.get("response"))
            for _, r in records]  # fmt: skip
     out: list[dict] = [{}] * len(records)
@@ -81,18 +78,9 @@ def score_records(engine: Engine, lm: LoadedModel, records: list[tuple[str, dict
             out[i] = _output(records[i][0], engine.end(f"score-{i}").verdicts)
         group.clear()
 
-    with_context = {i for i, ct in enumerate(cts) if any(s.role == pb.SPAN_ROLE_CONTEXT for s in ct.spans)}
-    one_by_one = with_context if engine.heads else set()
-    for i in sorted(one_by_one):
-        rows, ratios = monitored_rows(lm, cts[i].input_ids, cts[i].spans, engine.hook_names, engine.heads)
-        score([(i, rows, ratios)])
-    rest = [i for i in range(len(records)) if i not in one_by_one]
-    if not engine.hook_names:
-        score([(i, {}, None) for i in rest])
-        return out
     group: list[tuple[int, dict[str, torch.Tensor], torch.Tensor | None]] = []
-    for k, rows in batched_rows(lm, [cts[i].input_ids for i in rest], engine.hook_names, batch_size):
-        group.append((rest[k], rows, None))
+    for item in transcript_rows(lm, cts, engine.hook_names, engine.heads, batch_size):
+        group.append(item)
         if len(group) == batch_size:
             score(group)
     score(group)

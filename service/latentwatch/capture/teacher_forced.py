@@ -128,3 +128,24 @@ def batched_rows(
     finally:
         for h in handles:
             h.remove()
+
+
+def transcript_rows(
+    lm: LoadedModel, transcripts: list, hook_names: list[str], heads: list[str], batch_size: int = 8
+) -> Iterator[tuple[int, dict[str, torch.Tensor], torch.Tensor | None]]:
+    """Rows per hook, and lookback ratios where ``heads`` are asked for and a context span is
+    declared, of many tokenised transcripts (``chat.ChatTokens``). Batched forwards
+    (``batched_rows``), except for transcripts whose lookback ratios are needed: those are
+    forwarded one at a time, as the ratios are computed per request. Yields
+    ``(index, rows, ratios or None)`` in an order of its own."""
+    from latentwatch.v1 import monitor_pb2 as pb
+
+    single = [i for i, ct in enumerate(transcripts) if heads and any(s.role == pb.SPAN_ROLE_CONTEXT for s in ct.spans)]
+    for i in single:
+        yield i, *monitored_rows(lm, transcripts[i].input_ids, transcripts[i].spans, hook_names, heads)
+    rest = [i for i in range(len(transcripts)) if i not in set(single)]
+    if not hook_names:
+        yield from ((i, {}, None) for i in rest)
+        return
+    for k, rows in batched_rows(lm, [transcripts[i].input_ids for i in rest], hook_names, batch_size):
+        yield rest[k], rows, None
