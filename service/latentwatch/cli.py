@@ -261,12 +261,12 @@ def cmd_explain(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from latentwatch.detectors.packs import SAES_DIR
+    from latentwatch.detectors.packs import sae_dirs
     from latentwatch.detectors.saes import load_sae
     from latentwatch.models import load_model
     from latentwatch.training.inspect_latents import render_html, render_table, token_latents
 
-    sae = load_sae(args.sae, [SAES_DIR])
+    sae = load_sae(args.sae, sae_dirs())
     rows = token_latents(load_model(args.model), sae, args.text, top=args.top)
     print(render_table(sae, rows))
     if args.html:
