@@ -2,11 +2,12 @@
 batches all streams have waiting, so the chunks of many requests share one SAE encode.
 
 A stream submits its waiting messages and awaits their answers. The scoring thread
-takes every submission present; while other streams are open and fewer than
-``max_rows`` rows wait, it waits up to ``max_wait_s`` for more (under light load
-that bounds the added latency; a stream alone never waits). Submissions are handed
-over in arrival order, and each stream submits its next batch only after the answer
-to its last, so per-request order holds.
+takes the submissions present, oldest first, up to ``max_rows`` rows. Coming back
+idle, while other streams are open and fewer than ``max_rows`` rows wait, it first
+waits up to ``max_wait_s`` for more: under light load that bounds the added
+latency, and a stream alone never waits; under load, submissions pile up while it
+scores and it never waits. Each stream submits its next batch only after the
+answer to its last, so per-request order holds.
 """
 
 from __future__ import annotations
@@ -59,19 +60,33 @@ class Coalescer(Generic[Item, Answer]):
         self._thread.join(timeout=5)
 
     def _take(self) -> list[tuple[list[Item], asyncio.Future, asyncio.AbstractEventLoop]] | None:
+        """The next submissions to score together, oldest first, up to ``max_rows`` rows (at
+        least one submission). Waiting for more happens only when the thread was idle: under
+        load, submissions pile up while it scores, and it takes them at once."""
         with self._cv:
+            idle = not self._waiting
             self._cv.wait_for(lambda: self._waiting or self._stopped)
             if self._stopped:
                 return None
-            deadline = time.monotonic() + self.max_wait_s
-            while (
-                len(self._waiting) < self._open_streams()
-                and sum(self._rows(i) for b, _, _ in self._waiting for i in b) < self.max_rows
-                and (left := deadline - time.monotonic()) > 0
-            ):
-                self._cv.wait(left)
-            taken, self._waiting = self._waiting, []
+            if idle:
+                deadline = time.monotonic() + self.max_wait_s
+                while (
+                    len(self._waiting) < self._open_streams()
+                    and self._rows_waiting() < self.max_rows
+                    and (left := deadline - time.monotonic()) > 0
+                ):
+                    self._cv.wait(left)
+            taken, rows = [], 0
+            while self._waiting and (not taken or rows + self._rows_of(self._waiting[0][0]) <= self.max_rows):
+                rows += self._rows_of(self._waiting[0][0])
+                taken.append(self._waiting.pop(0))
             return taken
+
+    def _rows_of(self, items: list[Item]) -> int:
+        return sum(self._rows(i) for i in items)
+
+    def _rows_waiting(self) -> int:
+        return sum(self._rows_of(b) for b, _, _ in self._waiting)
 
     def _run(self) -> None:
         while (taken := self._take()) is not None:
