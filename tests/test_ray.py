@@ -41,16 +41,18 @@ def _records(path: Path) -> None:
 def ray_cluster(tmp_path_factory):
     ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent))
     port = free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # No token authentication on this loopback-only test cluster, whatever ~/.ray holds.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     temp = tmp_path_factory.mktemp("ray")
-    start = [ray_cli, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-             f"--temp-dir={temp}", "--disable-usage-stats"]  # fmt: skip
+    start = [ray_cli, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+             "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"]  # fmt: skip
     subprocess.run(start, check=True, env=env, capture_output=True, timeout=180)
     yield f"127.0.0.1:{port}"
     subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
-def test_ray_scoring_equals_the_single_process_path(tmp_path, ray_cluster):
+def test_ray_scoring_equals_the_single_process_path(tmp_path, ray_cluster, monkeypatch):
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # as the cluster was started
     data = tmp_path / "records.jsonl"
     _records(data)
     single, on_ray = tmp_path / "single.jsonl", tmp_path / "ray.jsonl"

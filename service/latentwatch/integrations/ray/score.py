@@ -48,7 +48,10 @@ def score_file_ray(
     import ray
 
     records = [(str(rec.get("id", lineno)), rec) for lineno, rec in read_records(path)]  # validate all first
-    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
+    if address is None:  # a local cluster, on loopback only
+        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    else:
+        ray.init(address=address, log_to_driver=False, ignore_reinit_error=True)
     items = [{"index": i, "id": rid, "record": json.dumps(rec)} for i, (rid, rec) in enumerate(records)]
     scored = ray.data.from_items(items).map_batches(
         Scorer,
