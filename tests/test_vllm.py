@@ -66,13 +66,15 @@ class Tap:
         self.rows: dict[tuple[str, str], list[tuple[int, torch.Tensor]]] = {}
         self.lookback: dict[str, list[tuple[int, list[str], torch.Tensor]]] = {}
         self.chunks = 0
-        original = servicer.handle
+        original = servicer.handle_group
 
-        def handle(msg, received):
-            self.record(msg)
-            return original(msg, received)
+        def handle_group(batches):
+            for batch in batches:
+                for msg, _received in batch:
+                    self.record(msg)
+            return original(batches)
 
-        servicer.handle = handle
+        servicer.batches._score = handle_group
 
     def record(self, msg: pb.ClientMessage) -> None:
         kind = msg.WhichOneof("kind")

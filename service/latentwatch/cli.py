@@ -64,11 +64,17 @@ def cmd_score(args) -> int:
         print(f"latentwatch score: {exc}", file=sys.stderr)
         return EXIT_USAGE
     cfg = _config(args)
-    engine = Engine.from_specs(cfg.spec_paths(), only=cfg.detectors or None)
-    lm = load_model(args.model)
     out = open(args.output, "w") if args.output else sys.stdout
     try:
-        n = score_file(engine, lm, path, out)
+        if args.ray is not None:
+            from latentwatch.integrations.ray.score import score_file_ray
+
+            address = None if args.ray == "local" else args.ray
+            n = score_file_ray(path, out, args.model, cfg.spec_paths(), cfg.detectors or None, address, args.workers,
+                               args.batch_size)  # fmt: skip
+        else:
+            engine = Engine.from_specs(cfg.spec_paths(), only=cfg.detectors or None)
+            n = score_file(engine, load_model(args.model), path, out, args.batch_size)
     finally:
         if args.output:
             out.close()
@@ -311,6 +317,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("file")
     sp.add_argument("-o", "--output", help="write JSON lines here instead of stdout")
     sp.add_argument("--model", default=BUNDLED_MODEL)
+    sp.add_argument("--batch-size", type=int, default=8, help="records per batched forward")
+    sp.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run as a Ray Data job on the cluster at ADDRESS (no address: a local one); needs the ray extra",
+    )
+    sp.add_argument("--workers", type=int, default=1, help="with --ray: actors, one model each")
     sp.set_defaults(fn=cmd_score)
 
     sp = sub.add_parser("consume", help="print alerts from the Redis stream as JSON lines, as one of a consumer group")

@@ -7,6 +7,7 @@ monitor's hands and never waits for the sidecar.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -23,14 +24,28 @@ if TYPE_CHECKING:
 Monitor = LocalMonitor | GrpcMonitorClient
 
 
+@dataclass
+class _Row:
+    """One request in the batch being captured."""
+
+    request_id: str
+    pad: int  # left-padding tokens in front of its prompt
+    positions: dict[str, int]  # per hook: the next position to send
+    finished: bool = False  # it produced its end token: later rows are padding
+
+
 class HFCapture:
     """Forward hooks on an HF causal LM's decoder layers (and, for chosen
     attention heads, their lookback ratios).
 
-    One request is captured at a time (batch size 1 per forward): wrap a
-    ``generate`` or forward call in ``with capture.request(id, spans):``.
-    Batched serving is the vLLM integration's job. Lookback ratios are
-    computed only for requests that carry a CONTEXT span.
+    Wrap a forward or ``generate`` call in ``with capture.request(id, spans):``
+    for one request, or in ``with capture.requests([(id, spans), ...],
+    attention_mask):`` for a left-padded batch: each batch row is its own
+    request, its padding is dropped, and once it has produced an end token
+    (the model's ``eos_token_id``, or ``stop_ids``) the rows ``generate`` keeps
+    computing for it are dropped too, so every request's rows are those a
+    batch-1 capture would send. Lookback ratios are computed for single
+    requests that carry a CONTEXT span.
 
     With a ``tokenizer``, each forward's tokens are decoded and sent with the
     first hook's rows, so alerts can quote the flagged tokens where the
@@ -44,66 +59,106 @@ class HFCapture:
         monitor: Monitor,
         heads: list[str] = (),
         tokenizer: PreTrainedTokenizerBase | None = None,
+        stop_ids: list[int] | None = None,
     ):
         self.monitor = monitor
         self.hook_names = hook_names
         self.heads = [str(h) for h in parse_heads(list(heads))]
-        self._active: str | None = None
-        self._positions: dict[str, int] = {}
+        self._rows: list[_Row] = []
         self._tokenizer = tokenizer
-        self._text: tuple[str, ...] = ()  # the current forward's token text
+        self._text: list[tuple[str, ...]] = []  # per batch row: the current forward's token text
+        if stop_ids is None:
+            config = getattr(model, "generation_config", None)
+            eos = getattr(config, "eos_token_id", None)
+            stop_ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+            pad = getattr(config, "pad_token_id", None)
+            stop_ids += [pad] if pad is not None else []
+        self._stop = torch.tensor(sorted(set(stop_ids)), dtype=torch.long)
         self._handles = [model.get_submodule(name).register_forward_hook(self._hook(name)) for name in hook_names]
-        if tokenizer is not None:
-            self._handles.append(model.register_forward_pre_hook(self._read_tokens, with_kwargs=True))
+        self._handles.append(model.register_forward_pre_hook(self._read_tokens, with_kwargs=True))
         self._lookback = LookbackTracker(model, parse_heads(self.heads), emit=self._emit_lookback) if heads else None
 
     def _hook(self, name: str):
         def fn(module, args, output) -> None:
-            if self._active is None:
+            if not self._rows:
                 return
             hidden = output[0] if isinstance(output, tuple) else output
-            if hidden.shape[0] != 1:
-                raise ValueError("HFCapture captures one request per forward (batch size 1)")
-            rows = hidden[0].detach().to("cpu", copy=True)
-            start = self._positions[name]
-            self._positions[name] = start + rows.shape[0]
-            text = self._text if name == self.hook_names[0] and len(self._text) == rows.shape[0] else ()
-            self.monitor.send_chunk(self._active, name, start, rows, text)
+            if hidden.shape[0] != len(self._rows):
+                raise ValueError(f"capturing {len(self._rows)} requests, but the forward has batch {hidden.shape[0]}")
+            first = name == self.hook_names[0]
+            for b, row in enumerate(self._rows):
+                if row.finished:
+                    continue
+                skip = row.pad if row.positions[name] == 0 else 0  # padding comes only before the prompt
+                rows = hidden[b, skip:].detach().to("cpu", copy=True)
+                start = row.positions[name]
+                row.positions[name] = start + rows.shape[0]
+                text = self._text[b] if first and b < len(self._text) and len(self._text[b]) == rows.shape[0] else ()
+                self.monitor.send_chunk(row.request_id, name, start, rows, text)
 
         return fn
 
     def _read_tokens(self, module, args, kwargs) -> None:
-        """Decode the tokens this forward feeds the model (none when it is given embeddings)."""
+        """Mark the rows that have finished (their input is an end token after the prompt), and
+        decode the tokens this forward feeds the model (none when it is given embeddings)."""
+        self._text = []
         ids = kwargs.get("input_ids", args[0] if args else None)
-        if self._active is None or ids is None or ids.dim() != 2 or ids.shape[0] != 1:
-            self._text = ()
+        if not self._rows or ids is None or ids.dim() != 2 or ids.shape[0] != len(self._rows):
             return
-        pieces = [[i] for i in ids[0].tolist()]
-        self._text = tuple(self._tokenizer.batch_decode(pieces, clean_up_tokenization_spaces=False))
+        for b, row in enumerate(self._rows):
+            started = row.positions[self.hook_names[0]] > 0 if self.hook_names else False
+            if started and not row.finished and bool(torch.isin(ids[b, -1:], self._stop).any()):
+                row.finished = True
+        if self._tokenizer is not None:
+            for b, row in enumerate(self._rows):
+                skip = row.pad if row.positions.get(self.hook_names[0], 0) == 0 else 0
+                pieces = [[i] for i in ids[b, skip:].tolist()]
+                self._text.append(tuple(self._tokenizer.batch_decode(pieces, clean_up_tokenization_spaces=False)))
 
     def _emit_lookback(self, start: int, ratios: torch.Tensor) -> None:
-        if self._active is not None:
-            self.monitor.send_attention(self._active, start, self.heads, ratios)
+        if len(self._rows) == 1:
+            self.monitor.send_attention(self._rows[0].request_id, start, self.heads, ratios)
+
+    def request(self, request_id: str, spans: list[Span]):
+        """Capture one request (batch size 1)."""
+        return self.requests([(request_id, spans)])
 
     @contextlib.contextmanager
-    def request(self, request_id: str, spans: list[Span]):
-        if self._active is not None:
-            raise RuntimeError(f"request {self._active!r} is still being captured")
-        self.monitor.start_request(request_id, spans)
-        self._active = request_id
-        self._positions = dict.fromkeys(self.hook_names, 0)
-        context = [s for s in spans if s.role == pb.SPAN_ROLE_CONTEXT]
-        response = [s for s in spans if s.role == pb.SPAN_ROLE_RESPONSE]
-        if self._lookback is not None and context:
+    def requests(self, items: list[tuple[str, list[Span]]], attention_mask: torch.Tensor | None = None):
+        """Capture a batch: row ``b`` of the forward is request ``items[b]``, whose spans count
+        its own tokens (padding excluded). ``attention_mask`` gives the left padding."""
+        if self._rows:
+            raise RuntimeError(f"request {self._rows[0].request_id!r} is still being captured")
+        pads = [0] * len(items)
+        if attention_mask is not None:
+            mask = attention_mask.bool()
+            if mask.shape[0] != len(items):
+                raise ValueError(f"{len(items)} requests for an attention mask of batch {mask.shape[0]}")
+            if (mask[:, 1:].int() < mask[:, :-1].int()).any():
+                raise ValueError("HFCapture needs left padding (padding_side='left') for batched generation")
+            pads = (~mask).sum(1).tolist()
+        with_context = [rid for rid, spans in items if any(s.role == pb.SPAN_ROLE_CONTEXT for s in spans)]
+        if self._lookback is not None and with_context and len(items) > 1:
+            raise ValueError("lookback ratios are captured one request at a time; capture requests with context alone")
+        for rid, spans in items:
+            self.monitor.start_request(rid, spans)
+        self._rows = [
+            _Row(rid, pad, dict.fromkeys(self.hook_names, 0)) for (rid, _), pad in zip(items, pads, strict=True)
+        ]
+        if self._lookback is not None and with_context:
+            spans = items[0][1]
+            context = [s for s in spans if s.role == pb.SPAN_ROLE_CONTEXT]
+            response = [s for s in spans if s.role == pb.SPAN_ROLE_RESPONSE]
             start = response[0].start if response else max(s.end for s in spans)
             self._lookback.begin((context[0].start, context[-1].end), start)
         try:
             yield self
         finally:
-            self._active = None
+            self._rows = []
             if self._lookback is not None:
                 self._lookback.end()
-            self.monitor.end_request(request_id)
+            for rid, _ in items:
+                self.monitor.end_request(rid)
 
     def remove(self) -> None:
         for h in self._handles:

@@ -16,12 +16,13 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from latentwatch.capture.chat import tokenize_chat
-from latentwatch.capture.teacher_forced import monitored_rows
+from latentwatch.capture.teacher_forced import transcript_rows
 from latentwatch.models import LoadedModel
-from latentwatch.sidecar.engine import Engine
+from latentwatch.sidecar.engine import Chunk, Engine
 
 
 class RecordError(ValueError):
@@ -50,12 +51,43 @@ def read_records(path: Path) -> Iterator[tuple[int, dict]]:
             yield lineno, rec
 
 
-def score_record(engine: Engine, lm: LoadedModel, rec: dict, request_id: str) -> dict:
-    ct = tokenize_chat(lm.tokenizer, rec["messages"], context=rec.get("context"), response=rec.get("response"))
-    rows, lookback = monitored_rows(lm, ct.input_ids, ct.spans, engine.hook_names, engine.heads)
-    attention = [(0, engine.heads, lookback)] if lookback is not None else []
-    chunks = [(h, 0, rows[h]) for h in engine.hook_names]
-    verdicts = engine.score(request_id, lm.model_id, ct.spans, chunks, attention).verdicts
+WINDOW = 256  # records read, sorted by length and scored before their lines are written, in input order
+
+
+def score_records(engine: Engine, lm: LoadedModel, records: list[tuple[str, dict]], batch_size: int = 8) -> list[dict]:
+    """Score records (``(request id, record)``) with batched forwards; outputs in input order.
+
+    Forwards are batched and stop at the deepest monitored layer
+    (``teacher_forced.transcript_rows``); each batch's chunks then go through the engine
+    together (``Engine.add_chunks``: one SAE encode per SAE for the batch)."""
+    cts = [tokenize_chat(lm.tokenizer, r["messages"], context=r.get("context"), response=r.get("response"))
+           for _, r in records]  # fmt: skip
+    out: list[dict] = [{}] * len(records)
+
+    def score(group: list[tuple[int, dict[str, torch.Tensor], torch.Tensor | None]]) -> None:
+        """One engine pass for a group of transcripts: one ``add_chunks`` call for all their chunks."""
+        for i, _, ratios in group:
+            engine.start(f"score-{i}", lm.model_id, cts[i].spans)  # ids of our own: record ids may repeat
+            if ratios is not None:
+                engine.add_attention(f"score-{i}", 0, engine.heads, ratios)
+        chunks = [Chunk(f"score-{i}", h, 0, rows[h]) for i, rows, _ in group for h in engine.hook_names]
+        for result in engine.add_chunks(chunks):
+            if isinstance(result, Exception):
+                raise result
+        for i, _, _ in group:
+            out[i] = _output(records[i][0], engine.end(f"score-{i}").verdicts)
+        group.clear()
+
+    group: list[tuple[int, dict[str, torch.Tensor], torch.Tensor | None]] = []
+    for item in transcript_rows(lm, cts, engine.hook_names, engine.heads, batch_size):
+        group.append(item)
+        if len(group) == batch_size:
+            score(group)
+    score(group)
+    return out
+
+
+def _output(request_id: str, verdicts) -> dict:
     return {
         "id": request_id,
         "scores": {
@@ -82,9 +114,13 @@ def score_record(engine: Engine, lm: LoadedModel, rec: dict, request_id: str) ->
     }
 
 
-def score_file(engine: Engine, lm: LoadedModel, path: Path, out) -> int:
+def score_file(engine: Engine, lm: LoadedModel, path: Path, out, batch_size: int = 8) -> int:
     """Score every record of ``path`` and write JSON lines to ``out``; return the count."""
-    records = list(read_records(path))  # validate the whole file before any work
-    for lineno, rec in tqdm(records, desc="scoring", unit="record"):
-        out.write(json.dumps(score_record(engine, lm, rec, str(rec.get("id", lineno)))) + "\n")
+    records = [(str(rec.get("id", lineno)), rec) for lineno, rec in read_records(path)]  # validate all first
+    with tqdm(total=len(records), desc="scoring", unit="record") as bar:
+        for w in range(0, len(records), WINDOW):
+            window = records[w : w + WINDOW]
+            for result in score_records(engine, lm, window, batch_size):
+                out.write(json.dumps(result) + "\n")
+            bar.update(len(window))
     return len(records)

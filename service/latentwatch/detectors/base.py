@@ -216,7 +216,9 @@ class Detector(ABC):
 
     @property
     def requires(self) -> list[str]:
-        return self.required_by(self.spec)
+        if not hasattr(self, "_requires"):  # read on every chunk: derive it from the spec once
+            self._requires = self.required_by(self.spec)
+        return self._requires
 
     @property
     def heads(self) -> list[str]:

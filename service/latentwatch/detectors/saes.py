@@ -44,9 +44,38 @@ class LoadedSAE:
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, float, float]:
         """Return latents [n, d_sae] and the chunk's squared reconstruction error
         and squared deviation from the activation mean (FVU = error / deviation)."""
-        feats = self.sae.encode(x)
-        err, dev = reconstruction_error(x, self.reconstruct(feats), self.mean)
-        return feats, err, dev
+        return self.encode_many([x])[0]
+
+    @torch.no_grad()
+    def encode_many(self, xs: list[torch.Tensor]) -> list[tuple[torch.Tensor, float, float]]:
+        """``encode`` for several chunks with one SAE forward over all their rows: the
+        batching that keeps the encode near the matmul's speed. Each chunk gets its own
+        latents, error and deviation, as ``encode`` would give it."""
+        x = xs[0] if len(xs) == 1 else torch.cat(xs)
+        feats, recon = self._encode_and_reconstruct(x)
+        sq_err = (x - recon).pow(2).sum(1)
+        sizes = [c.shape[0] for c in xs]
+        out = []
+        for f, e, c in zip(feats.split(sizes), sq_err.split(sizes), xs, strict=True):
+            centre = self.mean if self.mean is not None else c.mean(0)
+            out.append((f, float(e.sum()), float((c - centre).pow(2).sum())))
+        return out
+
+    def _encode_and_reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latents and their reconstruction. A plain TopK SAE (sae-lens ``topk``, no activation
+        normalisation or reshaping) takes the same steps as sae-lens's ``encode`` here, and
+        keeps the top-k values and indices it selects: the reconstruction is then a weighted
+        sum of k decoder rows per token (``embedding_bag``), with no pass over the dense latents."""
+        sae, cfg = self.sae, self.sae.cfg
+        if not (_plain(cfg) and cfg.architecture() == "topk" and not sae.activation_fn.use_sparse_activations):
+            feats = sae.encode(x)
+            return feats, self.reconstruct(feats)
+        hidden_pre = (x.to(sae.dtype) - sae.b_dec * cfg.apply_b_dec_to_input) @ sae.W_enc + sae.b_enc
+        values, indices = torch.topk(hidden_pre, k=sae.activation_fn.k, dim=-1, sorted=False)
+        values = values.relu()
+        feats = torch.zeros_like(hidden_pre).scatter_(-1, indices, values)
+        recon = torch.nn.functional.embedding_bag(indices, sae.W_dec, per_sample_weights=values, mode="sum")
+        return feats, recon + sae.b_dec
 
     @torch.no_grad()
     def reconstruct(self, feats: torch.Tensor) -> torch.Tensor:
@@ -57,18 +86,21 @@ class LoadedSAE:
         ``feats @ W_dec + b_dec`` (activation normalisation, decoder-norm
         rescaling, reshaping) go through ``sae.decode`` itself.
         """
-        cfg = self.sae.cfg
-        plain = (
-            cfg.normalize_activations == "none"
-            and getattr(cfg, "reshape_activations", "none") == "none"
-            and not getattr(cfg, "rescale_acts_by_decoder_norm", False)
-        )
-        if not plain:
+        if not _plain(self.sae.cfg):
             return self.sae.decode(feats)
         return torch.sparse.mm(feats.to_sparse(), self.sae.W_dec) + self.sae.b_dec
 
     def label(self, index: int) -> str:
         return self.labels.get(index, "")
+
+
+def _plain(cfg) -> bool:
+    """Whether decoding is ``feats @ W_dec + b_dec`` alone."""
+    return (
+        cfg.normalize_activations == "none"
+        and getattr(cfg, "reshape_activations", "none") == "none"
+        and not getattr(cfg, "rescale_acts_by_decoder_norm", False)
+    )
 
 
 def reconstruction_error(x: torch.Tensor, recon: torch.Tensor, mean: torch.Tensor | None) -> tuple[float, float]:

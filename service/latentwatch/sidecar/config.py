@@ -39,6 +39,8 @@ class Config:
     max_sessions: int = 10_000
     max_tokens_per_request: int = 65_536
     queue_size: int = 256
+    batch_wait_ms: float = 2.0  # how long the scoring thread waits for other streams' chunks to batch with
+    batch_rows: int = 512  # rows that end that wait at once
     max_message_bytes: int = 64 * 1024 * 1024
     tls_cert: str | None = None  # PEM certificate chain of the gRPC port; TLS when set (with tls_key)
     tls_key: str | None = None  # PEM private key

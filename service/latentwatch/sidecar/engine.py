@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import torch
@@ -27,6 +27,15 @@ from latentwatch.detectors.saes import MIN_TOKENS_FOR_CONFIDENCE, LoadedSAE, fvu
 from latentwatch.export.redaction import check_mode, redact
 from latentwatch.v1 import monitor_pb2 as pb
 from latentwatch.wire.errors import MonitorError, invalid
+
+
+class Chunk(NamedTuple):
+    """A chunk of one request's activations at one layer, decoded to fp32 rows."""
+
+    request_id: str
+    hook_name: str
+    start_position: int
+    acts: torch.Tensor
 
 
 @dataclass
@@ -157,32 +166,56 @@ class Engine:
 
     def add_chunk(self, request_id: str, hook_name: str, start_position: int, acts: torch.Tensor) -> Outcome:
         """Score a chunk of already-decoded fp32 activations; the outcome's verdicts are new flags."""
+        (result,) = self.add_chunks([Chunk(request_id, hook_name, start_position, acts)])
+        if isinstance(result, MonitorError):
+            raise result
+        return result
+
+    def add_chunks(self, chunks: list[Chunk]) -> list[Outcome | MonitorError]:
+        """Score many chunks, of any requests and layers, as ``add_chunk`` would one by one
+        (in order: each is checked against those before it), but with one SAE encode per
+        SAE over all their rows. Each chunk gets its outcome, or the error that refused it."""
+        results: list[Outcome | MonitorError] = [Outcome() for _ in chunks]
         with self._lock:
-            session = self._session(request_id)
-            if hook_name not in self.by_hook:
-                raise invalid(f"unknown layer {hook_name!r}; this sidecar monitors {self.hook_names}")
-            positions = self._positions(session, hook_name, start_position, acts.shape[0])
-            keep = positions > 0  # position 0 is the attention sink: no SAE explains it
-            out = Outcome()
-            if not keep.any():
-                return out
-            positions, acts = positions[keep], acts[keep]
-            roles = _roles_at(session.spans, positions)
-            out.chunks, out.tokens = 1, acts.shape[0]
-            latents = {}
-            for sae in self.by_hook[hook_name]:
-                latents[sae.sae_id], err, dev = sae.encode(acts)
-                out.fvu.append((sae.sae_id, fvu(err, dev)))
-                if self._track_confidence(session, sae, err, dev, acts.shape[0]):
-                    out.low_confidence.append(sae.sae_id)
-            for det in self.detectors:  # dependency order: a composite sees this chunk's upstream scores
-                if det.sae is not None and det.sae.sae_id not in latents:
-                    continue  # its layer is not in this chunk
-                lat = latents[det.sae.sae_id] if det.sae is not None else None
-                rows = TokenRows(positions=positions, roles=roles, latents=lat)
-                det.observe(session.states[det.name], rows, self._upstream(session, det))
-                self._judge(session, det, False, out)
-            return out
+            accepted: list[tuple[int, _Session, torch.Tensor, torch.Tensor]] = []
+            for i, c in enumerate(chunks):
+                try:
+                    session = self._session(c.request_id)
+                    if c.hook_name not in self.by_hook:
+                        raise invalid(f"unknown layer {c.hook_name!r}; this sidecar monitors {self.hook_names}")
+                    positions = self._positions(session, c.hook_name, c.start_position, c.acts.shape[0])
+                except MonitorError as exc:
+                    results[i] = exc
+                    continue
+                keep = positions > 0  # position 0 is the attention sink: no SAE explains it
+                if keep.any():
+                    accepted.append((i, session, positions[keep], c.acts[keep]))
+            # One encode per SAE over every accepted chunk of its layer.
+            encoded: dict[int, list[tuple[LoadedSAE, torch.Tensor, float, float]]] = {i: [] for i, *_ in accepted}
+            for sae in self.saes.values():
+                mine = [(i, acts) for i, _, _, acts in accepted if chunks[i].hook_name == sae.hook_name]
+                if mine:
+                    for (i, _), (feats, err, dev) in zip(mine, sae.encode_many([a for _, a in mine]), strict=True):
+                        encoded[i].append((sae, feats, err, dev))
+            # Then each chunk in order, exactly as add_chunk alone would see it.
+            for i, session, positions, acts in accepted:
+                out = results[i]
+                out.chunks, out.tokens = 1, acts.shape[0]
+                latents = {}
+                for sae, feats, err, dev in encoded[i]:
+                    latents[sae.sae_id] = feats
+                    out.fvu.append((sae.sae_id, fvu(err, dev)))
+                    if self._track_confidence(session, sae, err, dev, acts.shape[0]):
+                        out.low_confidence.append(sae.sae_id)
+                roles = _roles_at(session.spans, positions)
+                for det in self.detectors:  # dependency order: a composite sees this chunk's upstream scores
+                    if det.sae is not None and det.sae.sae_id not in latents:
+                        continue  # its layer is not in this chunk
+                    lat = latents[det.sae.sae_id] if det.sae is not None else None
+                    rows = TokenRows(positions=positions, roles=roles, latents=lat)
+                    det.observe(session.states[det.name], rows, self._upstream(session, det))
+                    self._judge(session, det, False, out)
+        return results
 
     @property
     def heads(self) -> list[str]:

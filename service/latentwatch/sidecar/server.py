@@ -35,8 +35,9 @@ from latentwatch.export.exporter import AlertExporter
 from latentwatch.export.metrics import Metrics
 from latentwatch.export.sinks import Broadcaster, FanOut, RedisStreamSink, SQLiteSink
 from latentwatch.export.spool import AlertSpool
+from latentwatch.sidecar.batching import Coalescer
 from latentwatch.sidecar.config import Config
-from latentwatch.sidecar.engine import Engine, Limits
+from latentwatch.sidecar.engine import Chunk, Engine, Limits
 from latentwatch.v1 import monitor_pb2 as pb
 from latentwatch.v1 import monitor_pb2_grpc as pb_grpc
 from latentwatch.wire.codec import from_wire
@@ -57,6 +58,21 @@ def _spans(start: pb.RequestStart) -> list[Span]:
     return [Span(role=s.role, start=s.start, end=s.end) for s in start.spans]
 
 
+def _rows(item: Received) -> int:
+    """Activation rows a waiting message carries (what the batch bound counts)."""
+    msg = item[0]
+    if isinstance(msg, Undecodable) or msg.WhichOneof("kind") != "chunk":
+        return 0
+    return msg.chunk.activations.shape[0] if len(msg.chunk.activations.shape) else 0
+
+
+def _request_of(msg) -> str:
+    if isinstance(msg, Undecodable):
+        return ""
+    kind = msg.WhichOneof("kind")
+    return getattr(getattr(msg, kind), "request_id", "") if kind else ""
+
+
 class Undecodable(NamedTuple):
     """Request bytes that do not parse as their message type. Parsing hands this
     to the RPC instead of raising, because grpc answers a raising deserializer
@@ -67,6 +83,9 @@ class Undecodable(NamedTuple):
 
     def __str__(self) -> str:
         return f"undecodable request: {self.reason}"
+
+
+Received = tuple["pb.ClientMessage | Undecodable", float]  # a message and when it arrived
 
 
 def _lenient(message_class: type[Message]) -> Callable[[bytes], Message | Undecodable]:
@@ -95,7 +114,7 @@ def add_monitor_service(servicer: pb_grpc.MonitorServicer, server: grpc.aio.Serv
 
 
 class MonitorServicer(pb_grpc.MonitorServicer):
-    BATCH = 32  # most queued messages handled per hop to the scoring thread
+    BATCH = 32  # most queued messages of one stream handed over at a time
 
     def __init__(
         self,
@@ -104,13 +123,20 @@ class MonitorServicer(pb_grpc.MonitorServicer):
         exporter: AlertExporter,
         broadcaster: Broadcaster,
         queue_size: int = 256,
+        batch_wait_s: float = 0.002,
+        batch_rows: int = 512,
     ):
         self.engine = engine
         self.metrics = metrics
         self.exporter = exporter
         self.broadcaster = broadcaster
         self.queue_size = queue_size
-        # One scoring thread: the engine is serial anyway, and torch uses the cores.
+        self.open_streams = 0
+        # One scoring thread for every stream: the engine is serial anyway, and torch uses the cores.
+        self.batches = Coalescer(
+            self.handle_group, lambda: self.open_streams, _rows, max_wait_s=batch_wait_s, max_rows=batch_rows
+        )
+        # Unary calls (Score, expiry) run beside it; the engine's lock orders them.
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="latentwatch-score")
 
     # -- message handling (scoring thread) -------------------------------------------
@@ -132,10 +158,57 @@ class MonitorServicer(pb_grpc.MonitorServicer):
         self.exporter.submit(outcome.alerts)
         return [pb.ServerMessage(verdict=v.to_pb()) for v in outcome.verdicts]
 
-    def handle_many(self, batch: list[tuple[pb.ClientMessage, float]]) -> list[pb.ServerMessage]:
-        return [out for msg, received in batch for out in self.handle(msg, received)]
+    def _refused(self, kind: str, request_id: str, exc: MonitorError) -> list[pb.ServerMessage]:
+        self.metrics.rejected.labels(exc.code.name).inc()
+        if kind in ("chunk", "attention"):
+            self.metrics.dropped.labels("rejected").inc()
+        return [pb.ServerMessage(error=pb.StreamError(request_id=request_id, code=exc.code.value[0], message=str(exc)))]
+
+    def handle_group(self, batches: list[list[Received]]) -> list[list[pb.ServerMessage]]:
+        """Answer the waiting messages of several streams, each stream's in order.
+
+        Activation chunks are held back and scored together (one SAE encode per SAE,
+        ``Engine.add_chunks``) until a message needs what they lead to: another message
+        of a request with chunks held back. Requests are independent of each other, so
+        every stream's answers are what message-by-message handling would give."""
+        answers: list[list[list[pb.ServerMessage]]] = [[] for _ in batches]
+        held: list[tuple[list[pb.ServerMessage], pb.ActivationChunk, Chunk, float]] = []
+
+        def score_held() -> None:
+            for (slot, c, _, received), result in zip(held, self.engine.add_chunks([h[2] for h in held]), strict=True):
+                if isinstance(result, MonitorError):
+                    slot += self._refused("chunk", c.request_id, result)
+                else:
+                    self.metrics.latency.observe(time.perf_counter() - received)
+                    slot += self._done(result)
+            held.clear()
+
+        for stream, batch in zip(answers, batches, strict=True):
+            for msg, received in batch:
+                slot: list[pb.ServerMessage] = []
+                stream.append(slot)
+                kind = "undecodable" if isinstance(msg, Undecodable) else msg.WhichOneof("kind")
+                if kind == "chunk":
+                    c = msg.chunk
+                    try:
+                        if c.dropped_since_last:
+                            self.metrics.dropped.labels("client_buffer_full").inc(c.dropped_since_last)
+                        acts = self._decode_chunk(c)
+                        if c.token_text:
+                            self.engine.add_text(c.request_id, c.start_position, list(c.token_text))
+                    except MonitorError as exc:
+                        slot += self._refused(kind, c.request_id, exc)
+                        continue
+                    held.append((slot, c, Chunk(c.request_id, c.hook_name, c.start_position, acts), received))
+                    continue
+                if held and _request_of(msg) in {h[1].request_id for h in held}:
+                    score_held()
+                slot += self.handle(msg, received)
+        score_held()
+        return [[m for slot in stream for m in slot] for stream in answers]
 
     def handle(self, msg: pb.ClientMessage | Undecodable, received: float) -> list[pb.ServerMessage]:
+        """Answer one message (an activation chunk is scored alone; ``handle_group`` batches them)."""
         kind = "undecodable" if isinstance(msg, Undecodable) else msg.WhichOneof("kind")
         request_id = ""
         try:
@@ -146,16 +219,8 @@ class MonitorServicer(pb_grpc.MonitorServicer):
                 self.engine.start(request_id, msg.start.model_id, _spans(msg.start))
                 return []
             if kind == "chunk":
-                c = msg.chunk
-                request_id = c.request_id
-                if c.dropped_since_last:
-                    self.metrics.dropped.labels("client_buffer_full").inc(c.dropped_since_last)
-                acts = self._decode_chunk(c)
-                if c.token_text:
-                    self.engine.add_text(request_id, c.start_position, list(c.token_text))
-                outcome = self.engine.add_chunk(request_id, c.hook_name, c.start_position, acts)
-                self.metrics.latency.observe(time.perf_counter() - received)
-                return self._done(outcome)
+                request_id = msg.chunk.request_id
+                return self.handle_group([[(msg, received)]])[0]
             if kind == "attention":
                 a = msg.attention
                 request_id = a.request_id
@@ -170,17 +235,11 @@ class MonitorServicer(pb_grpc.MonitorServicer):
                 return out + [pb.ServerMessage(done=pb.RequestDone(request_id=request_id))]
             raise MonitorError("empty ClientMessage: set one of start, chunk, attention, end")
         except MonitorError as exc:
-            self.metrics.rejected.labels(exc.code.name).inc()
-            if kind in ("chunk", "attention"):
-                self.metrics.dropped.labels("rejected").inc()
-            return [
-                pb.ServerMessage(error=pb.StreamError(request_id=request_id, code=exc.code.value[0], message=str(exc)))
-            ]
+            return self._refused(kind, request_id, exc)
 
     # -- RPCs ------------------------------------------------------------------------------------
 
     async def Stream(self, request_iterator, context):
-        loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue(maxsize=self.queue_size)
 
         async def reader() -> None:
@@ -193,23 +252,25 @@ class MonitorServicer(pb_grpc.MonitorServicer):
                 await queue.put(None)
 
         self.metrics.active_streams.inc()
+        self.open_streams += 1
         task = asyncio.create_task(reader())
         try:
             ended = False
             while not ended:
-                # Take everything already queued (bounded) in one hop to the
-                # scoring thread: a thread hop per message costs as much as a
-                # small chunk's SAE encode.
+                # Hand over everything already queued (bounded) at once; the scoring
+                # thread scores it together with what other streams have waiting.
                 batch = [await queue.get()]
                 while len(batch) < self.BATCH and not queue.empty():
                     batch.append(queue.get_nowait())
                 if batch[-1] is None:
                     ended = True
                     batch.pop()
-                for out in await loop.run_in_executor(self.pool, self.handle_many, batch):
-                    yield out
+                if batch:
+                    for out in await self.batches.submit(batch):
+                        yield out
         finally:
             task.cancel()
+            self.open_streams -= 1
             self.metrics.active_streams.dec()
 
     async def Score(self, request, context):
@@ -285,6 +346,7 @@ class Sidecar:
         if self._expiry is not None:
             self._expiry.cancel()
         await self.server.stop(grace)
+        self.servicer.batches.close()
         self.servicer.pool.shutdown(wait=False)
         if self._metrics_http is not None:
             http_server, _thread = self._metrics_http
@@ -340,7 +402,9 @@ async def start_sidecar(cfg: Config) -> Sidecar:
     metrics = Metrics()
     engine = build_engine(cfg, metrics)
     exporter, broadcaster = build_sinks(cfg, metrics)
-    servicer = MonitorServicer(engine, metrics, exporter, broadcaster, cfg.queue_size)
+    servicer = MonitorServicer(
+        engine, metrics, exporter, broadcaster, cfg.queue_size, cfg.batch_wait_ms / 1000, cfg.batch_rows
+    )
     interceptors = [BearerTokenInterceptor(token, metrics.unauthenticated.inc)] if token else []
     server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", cfg.max_message_bytes)], interceptors=interceptors

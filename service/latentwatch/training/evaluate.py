@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from latentwatch.capture.chat import tokenize_chat
 from latentwatch.capture.score import read_records
-from latentwatch.capture.teacher_forced import monitored_rows
+from latentwatch.capture.teacher_forced import transcript_rows
 from latentwatch.detectors.base import DetectorSpec
 from latentwatch.jsonl import read_rows
 from latentwatch.models import LoadedModel
@@ -26,6 +26,7 @@ from latentwatch.sidecar.engine import Engine
 from latentwatch.training import baselines
 
 STREAM_CHUNK = 4  # tokens per chunk when replaying a record as a stream
+WINDOW = 64  # records whose rows are held at once (batched forwards fill it)
 
 
 @dataclass
@@ -36,35 +37,41 @@ class Scored:
     first_flag: int | None  # response-token index of the first flag while streaming
 
 
-def score_records(engine: Engine, lm: LoadedModel, detector: str, records: list[dict]) -> list[Scored]:
-    """Each record's final score under ``detector``, replayed as a stream."""
-    out = []
-    for n, rec in enumerate(tqdm(records, desc=f"scoring {detector}", unit="record", leave=False)):
-        ct = tokenize_chat(lm.tokenizer, rec["messages"], context=rec.get("context"), response=rec.get("response"))
-        rows, lookback = monitored_rows(lm, ct.input_ids, ct.spans, engine.hook_names, engine.heads)
-        rid = f"eval-{n}"
-        engine.start(rid, lm.model_id, ct.spans)
-        first = None
-        for start in range(0, len(ct.input_ids), STREAM_CHUNK):
-            end = start + STREAM_CHUNK
-            flags = []
-            if lookback is not None:  # attention statistics travel beside the activations
-                flags += engine.add_attention(rid, start, engine.heads, lookback[start:end]).verdicts
-            for hook in engine.hook_names:
-                flags += engine.add_chunk(rid, hook, start, rows[hook][start:end]).verdicts
-            if first is None and any(v.detector == detector for v in flags):
-                first = max(0, min(end, len(ct.input_ids)) - ct.prompt_length)
-        final = {v.detector: v for v in engine.end(rid).verdicts}
-        v = final.get(detector)
-        out.append(
-            Scored(
-                label=int(rec.get("label", 0)),
-                score=v.score if v else 0.0,
-                flagged=bool(v and v.flagged),
-                first_flag=first,
-            )
-        )
+def score_records(
+    engine: Engine, lm: LoadedModel, detector: str, records: list[dict], batch_size: int = 8
+) -> list[Scored]:
+    """Each record's final score under ``detector``, replayed as a stream (forwards batched)."""
+    cts = [tokenize_chat(lm.tokenizer, r["messages"], context=r.get("context"), response=r.get("response"))
+           for r in records]  # fmt: skip
+    out: list[Scored | None] = [None] * len(records)
+    with tqdm(total=len(records), desc=f"scoring {detector}", unit="record", leave=False) as bar:
+        for w in range(0, len(records), WINDOW):
+            window = range(w, min(w + WINDOW, len(records)))
+            for k, rows, lookback in transcript_rows(
+                lm, [cts[i] for i in window], engine.hook_names, engine.heads, batch_size
+            ):
+                n = window[k]
+                out[n] = _replay(engine, lm, detector, f"eval-{n}", cts[n], rows, lookback, records[n])
+                bar.update()
     return out
+
+
+def _replay(engine: Engine, lm: LoadedModel, detector: str, rid: str, ct, rows, lookback, rec: dict) -> Scored:
+    """Feed one transcript's rows to the engine in stream-sized chunks; note the first flag."""
+    engine.start(rid, lm.model_id, ct.spans)
+    first = None
+    for start in range(0, len(ct.input_ids), STREAM_CHUNK):
+        end = start + STREAM_CHUNK
+        flags = []
+        if lookback is not None:  # attention statistics travel beside the activations
+            flags += engine.add_attention(rid, start, engine.heads, lookback[start:end]).verdicts
+        for hook in engine.hook_names:
+            flags += engine.add_chunk(rid, hook, start, rows[hook][start:end]).verdicts
+        if first is None and any(v.detector == detector for v in flags):
+            first = max(0, min(end, len(ct.input_ids)) - ct.prompt_length)
+    v = {v.detector: v for v in engine.end(rid).verdicts}.get(detector)
+    return Scored(label=int(rec.get("label", 0)), score=v.score if v else 0.0, flagged=bool(v and v.flagged),
+                  first_flag=first)  # fmt: skip
 
 
 def auroc(pos: torch.Tensor, neg: torch.Tensor) -> float:

@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from latentwatch.capture.chat import tokenize_chat
-from latentwatch.capture.teacher_forced import residual_rows
+from latentwatch.capture.teacher_forced import batched_rows, residual_rows
 from latentwatch.detectors.probe import LinearProbe
 from latentwatch.detectors.saes import LoadedSAE
 from latentwatch.jsonl import read_rows
@@ -37,15 +37,16 @@ HARD_NEGATIVE_WEIGHT = 5.0
 
 @torch.no_grad()
 def user_features(lm: LoadedModel, sae: LoadedSAE, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean-pooled (SAE latents, raw residual) of each prompt's user tokens."""
-    lat, raw = [], []
-    for p in tqdm(prompts, desc="features", unit="prompt", leave=False):
-        ct = tokenize_chat(lm.tokenizer, [{"role": "user", "content": p}])
-        rows = residual_rows(lm, ct.input_ids, [sae.hook_name])[sae.hook_name]
-        pos = [i for s in ct.spans if s.role == pb.SPAN_ROLE_USER for i in range(max(s.start, 1), s.end)]
-        x = rows[pos]
-        lat.append(sae.encode(x)[0].mean(0))
-        raw.append(x.mean(0))
+    """Mean-pooled (SAE latents, raw residual) of each prompt's user tokens (forwards batched)."""
+    cts = [tokenize_chat(lm.tokenizer, [{"role": "user", "content": p}]) for p in prompts]
+    lat: list[torch.Tensor] = [torch.empty(0)] * len(prompts)
+    raw: list[torch.Tensor] = [torch.empty(0)] * len(prompts)
+    forwards = batched_rows(lm, [ct.input_ids for ct in cts], [sae.hook_name])
+    for i, rows in tqdm(forwards, total=len(prompts), desc="features", unit="prompt", leave=False):
+        pos = [t for s in cts[i].spans if s.role == pb.SPAN_ROLE_USER for t in range(max(s.start, 1), s.end)]
+        x = rows[sae.hook_name][pos]
+        lat[i] = sae.encode(x)[0].mean(0)
+        raw[i] = x.mean(0)
     return torch.stack(lat), torch.stack(raw)
 
 

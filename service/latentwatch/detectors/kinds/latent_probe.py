@@ -14,7 +14,6 @@ verdict can name the latents that carried it. Parameters:
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 
 import torch
@@ -33,7 +32,9 @@ class _State:
     count: int = 0
     first: int = -1
     last: int = -1
-    window: deque = field(default_factory=deque)
+    # window pooling: the last window-1 rows seen (the start of the next chunk's first windows)
+    tail: torch.Tensor | None = None
+    tail_positions: torch.Tensor | None = None
     best: Score | None = None
 
 
@@ -92,14 +93,22 @@ class LatentProbe(Detector):
             state.total += z.sum(0)
             state.count += z.shape[0]
             return
-        for row, p in zip(z, pos.tolist(), strict=True):
-            state.window.append((p, row))
-            if len(state.window) > self.window:
-                state.window.popleft()
-            pooled = torch.stack([r for _, r in state.window]).mean(0)
-            s = self._score(pooled, state.window[0][0], p + 1)
-            if state.best is None or s.value > state.best.value:
-                state.best = s
+        # Every window ending at one of this chunk's rows, at once: prefix sums over the rows
+        # kept from before plus the new ones; the windows are the differences.
+        rows = z if state.tail is None else torch.cat([state.tail, z])
+        positions = pos if state.tail_positions is None else torch.cat([state.tail_positions, pos])
+        kept = rows.shape[0] - z.shape[0]
+        sums = torch.cat([torch.zeros(1, rows.shape[1], dtype=torch.float64), rows.double().cumsum(0)])
+        ends = torch.arange(kept + 1, rows.shape[0] + 1)  # exclusive end of each new row's window
+        starts = (ends - self.window).clamp(min=0)
+        pooled = ((sums[ends] - sums[starts]) / (ends - starts).unsqueeze(1)).float()
+        values = self.probe.contributions(pooled).sum(1) + self.bias
+        j = int(torch.argmax(values))  # the first of the chunk's best windows
+        candidate = self._score(pooled[j], int(positions[starts[j]]), int(positions[ends[j] - 1]) + 1)
+        if state.best is None or candidate.value > state.best.value:
+            state.best = candidate
+        keep = rows.shape[0] - min(self.window - 1, rows.shape[0])
+        state.tail, state.tail_positions = rows[keep:], positions[keep:]
 
     def score(self, state: _State, final: bool, upstream) -> Score | None:
         if self.pooling == "window":

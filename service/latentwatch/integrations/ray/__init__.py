@@ -1,0 +1,1 @@
+"""Ray: offline audits that outgrow one machine (``latentwatch score FILE --ray``)."""
