@@ -86,11 +86,12 @@ class HFCapture:
             if hidden.shape[0] != len(self._rows):
                 raise ValueError(f"capturing {len(self._rows)} requests, but the forward has batch {hidden.shape[0]}")
             first = name == self.hook_names[0]
+            batch = hidden.detach().to("cpu", copy=True)  # one copy; each request's rows are a view of it
             for b, row in enumerate(self._rows):
                 if row.finished:
                     continue
                 skip = row.pad if row.positions[name] == 0 else 0  # padding comes only before the prompt
-                rows = hidden[b, skip:].detach().to("cpu", copy=True)
+                rows = batch[b, skip:]
                 start = row.positions[name]
                 row.positions[name] = start + rows.shape[0]
                 text = self._text[b] if first and b < len(self._text) and len(self._text[b]) == rows.shape[0] else ()
@@ -105,9 +106,10 @@ class HFCapture:
         ids = kwargs.get("input_ids", args[0] if args else None)
         if not self._rows or ids is None or ids.dim() != 2 or ids.shape[0] != len(self._rows):
             return
-        for b, row in enumerate(self._rows):
-            started = row.positions[self.hook_names[0]] > 0 if self.hook_names else False
-            if started and not row.finished and bool(torch.isin(ids[b, -1:], self._stop).any()):
+        ended = torch.isin(ids[:, -1], self._stop).tolist()
+        for row, end in zip(self._rows, ended, strict=True):
+            started = bool(self.hook_names) and row.positions[self.hook_names[0]] > 0
+            if end and started and not row.finished:
                 row.finished = True
         if self._tokenizer is not None:
             for b, row in enumerate(self._rows):
