@@ -163,3 +163,15 @@ def score_request(request_id: str, lm, prompt: str, hook_names: list[str]) -> pb
     spans, rows = transcript(lm, prompt, hook_names)
     msgs = list(stream_messages(request_id, lm.model_id, spans, rows))
     return pb.ScoreRequest(start=msgs[0].start, chunks=[m.chunk for m in msgs[1:-1]])
+
+
+def metric(sidecar, line_start: str) -> float:
+    """The value of the sample on a running SidecarThread's /metrics whose line starts with
+    ``line_start`` (0 when absent)."""
+    import urllib.request
+
+    body = urllib.request.urlopen(f"http://127.0.0.1:{sidecar.sidecar.metrics_port}/metrics").read().decode()
+    for line in body.splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.split()[-1])
+    return 0.0

@@ -7,13 +7,12 @@ from __future__ import annotations
 import socket
 import threading
 import time
-import urllib.request
 
 import grpc
 from latentwatch.sidecar.server import SidecarThread
 from latentwatch.v1 import monitor_pb2_grpc as pb_grpc
 
-from .conftest import BENIGN, HARMFUL, make_config, score_request, wait_for
+from .conftest import BENIGN, HARMFUL, make_config, metric, score_request, wait_for
 
 HOOK = "model.layers.12"
 REDIS_TIMEOUT_S = 20.0  # how long the sink waits on the silent Redis before it spools
@@ -57,14 +56,6 @@ class SilentRedis:
             c.close()
 
 
-def _metric(sidecar: SidecarThread, line_start: str) -> float:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{sidecar.sidecar.metrics_port}/metrics").read().decode()
-    for line in body.splitlines():
-        if line.startswith(line_start + " "):
-            return float(line.split()[-1])
-    return 0.0
-
-
 def test_a_redis_that_never_answers_does_not_delay_scoring(tmp_path, lm):
     silent = SilentRedis()
     cfg = make_config(tmp_path, redis_url=f"redis://127.0.0.1:{silent.port}/0", redis_timeout_s=REDIS_TIMEOUT_S)
@@ -88,14 +79,14 @@ def test_a_redis_that_never_answers_does_not_delay_scoring(tmp_path, lm):
                 assert not {v.detector: v for v in verdicts}["harmful_request"].flagged
             # Every request above was answered while the alert was still waiting on Redis:
             # nothing has timed out into the spool yet, and nothing was dropped.
-            assert _metric(sc, "latentwatch_alerts_spooled_total") == 0
-            assert _metric(sc, "latentwatch_alerts_queued") == 1
+            assert metric(sc, "latentwatch_alerts_spooled_total") == 0
+            assert metric(sc, "latentwatch_alerts_queued") == 1
             print(f"flagged request {harmful_s * 1e3:.0f} ms; benign requests meanwhile "
                   f"{', '.join(f'{s * 1e3:.0f}' for s in benign_s)} ms")  # fmt: skip
-        wait_for(lambda: _metric(sc, "latentwatch_alerts_spooled_total") == 1, REDIS_TIMEOUT_S * 3, "the spool")
-        assert _metric(sc, "latentwatch_alerts_queued") == 0
-        assert _metric(sc, 'latentwatch_alert_sink_failures_total{sink="redis"}') == 0  # spooled, not lost
-        assert _metric(sc, "latentwatch_alerts_dropped_total") == 0
+        wait_for(lambda: metric(sc, "latentwatch_alerts_spooled_total") == 1, REDIS_TIMEOUT_S * 3, "the spool")
+        assert metric(sc, "latentwatch_alerts_queued") == 0
+        assert metric(sc, 'latentwatch_alert_sink_failures_total{sink="redis"}') == 0  # spooled, not lost
+        assert metric(sc, "latentwatch_alerts_dropped_total") == 0
     finally:
         sc.stop()
         silent.close()
@@ -117,8 +108,8 @@ def test_a_full_export_queue_drops_and_counts_without_blocking(tmp_path, lm):
             stub.Score(score_request("harm-1", lm, HARMFUL, [HOOK]), timeout=60)  # waits in the queue
             verdicts = stub.Score(score_request("harm-2", lm, HARMFUL, [HOOK]), timeout=60).verdicts  # queue full
             assert {v.detector: v for v in verdicts}["harmful_request"].flagged
-            assert _metric(sc, "latentwatch_alerts_dropped_total") == 1
-            assert _metric(sc, 'latentwatch_alerts_total{detector="harmful_request"}') == 3
+            assert metric(sc, "latentwatch_alerts_dropped_total") == 1
+            assert metric(sc, 'latentwatch_alerts_total{detector="harmful_request"}') == 3
     finally:
         sc.stop()
         silent.close()

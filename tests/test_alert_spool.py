@@ -6,26 +6,16 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.request
 
 import grpc
 import redis
 from latentwatch.sidecar.server import SidecarThread
 from latentwatch.v1 import monitor_pb2_grpc as pb_grpc
 
-from .conftest import HARMFUL, RedisServer, make_config, stream_messages, transcript, wait_for
+from .conftest import HARMFUL, RedisServer, make_config, metric, stream_messages, transcript, wait_for
 
 HOOK = "model.layers.12"
 STREAM = "lw:spool-test"
-
-
-def _metric(sidecar: SidecarThread, line_start: str) -> float:
-    """The value of the sample whose line starts with ``line_start`` (0 when absent)."""
-    body = urllib.request.urlopen(f"http://127.0.0.1:{sidecar.sidecar.metrics_port}/metrics").read().decode()
-    for line in body.splitlines():
-        if line.startswith(line_start + " "):
-            return float(line.split()[-1])
-    return 0.0
 
 
 def _stream_entries(url: str) -> list[dict[str, str]]:
@@ -70,15 +60,15 @@ def test_no_alert_is_lost_when_redis_is_killed_mid_run_and_restarted(tmp_path, l
         wait_for(lambda: len(done) >= 15, 60, "the first alerts to stream")
         server.kill()
         wait_for(lambda: len(done) >= 35, 60, "alerts raised while Redis is down")
-        spooled_while_down = _metric(sc, "latentwatch_spooled_alerts")
+        spooled_while_down = metric(sc, "latentwatch_spooled_alerts")
         server.start()  # same port, same append-only file
         sender.join(120)
         assert done == request_ids  # scoring never waited for Redis
-        wait_for(lambda: _metric(sc, "latentwatch_spooled_alerts") == 0, 60, "the spool to drain")
+        wait_for(lambda: metric(sc, "latentwatch_spooled_alerts") == 0, 60, "the spool to drain")
         entries = _stream_entries(server.url)
-        spooled = _metric(sc, "latentwatch_alerts_spooled_total")
-        replayed = _metric(sc, "latentwatch_alerts_replayed_total")
-        lost = _metric(sc, 'latentwatch_alert_sink_failures_total{sink="redis"}')
+        spooled = metric(sc, "latentwatch_alerts_spooled_total")
+        replayed = metric(sc, "latentwatch_alerts_replayed_total")
+        lost = metric(sc, 'latentwatch_alert_sink_failures_total{sink="redis"}')
     finally:
         sc.stop()
         server.stop()
@@ -98,15 +88,15 @@ def test_spooled_alerts_survive_a_sidecar_restart(tmp_path, lm):
     try:
         with grpc.insecure_channel(sc.address) as ch:
             list(pb_grpc.MonitorStub(ch).Stream(iter(msgs), timeout=60))
-        assert _metric(sc, "latentwatch_spooled_alerts") == 5
-        assert _metric(sc, "latentwatch_alerts_spooled_total") == 5
+        assert metric(sc, "latentwatch_spooled_alerts") == 5
+        assert metric(sc, "latentwatch_alerts_spooled_total") == 5
     finally:
         sc.stop()  # the spool stays on disk
     server.start()
     sc = SidecarThread(cfg)  # a new sidecar on the same spool file replays it
     try:
-        wait_for(lambda: _metric(sc, "latentwatch_spooled_alerts") == 0, 30, "the new sidecar to replay the spool")
-        assert _metric(sc, "latentwatch_alerts_replayed_total") == 5
+        wait_for(lambda: metric(sc, "latentwatch_spooled_alerts") == 0, 30, "the new sidecar to replay the spool")
+        assert metric(sc, "latentwatch_alerts_replayed_total") == 5
         entries = _stream_entries(server.url)
     finally:
         sc.stop()
