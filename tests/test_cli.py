@@ -112,3 +112,13 @@ def test_inspect_names_the_firing_latents(tmp_path):
     assert any(f"{i}:" in caught for i in _caught_latents())  # a "caught" latent fires on the word caught
     html = page.read_text()
     assert html.startswith("<!doctype html>") and "caught" in html and "<script" not in html
+
+
+def test_an_unknown_model_is_a_usage_error_naming_the_bundled_models(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no hub here: fail at once rather than after retries
+    data = tmp_path / "ok.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    r = run_cli("score", str(data), "--model", "no-such-model")
+    assert r.returncode == 2, r.stderr
+    assert "no-such-model" in r.stderr and "smollm2-135m-instruct" in r.stderr and "checkpoint" in r.stderr
+    assert "Traceback" not in r.stderr

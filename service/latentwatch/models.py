@@ -22,8 +22,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 BUNDLED_MODEL = "smollm2-135m-instruct"
 
 
-class ModelNotFoundError(RuntimeError):
-    """Raised when a model name cannot be resolved on this machine."""
+class ModelNotFoundError(ValueError):
+    """Raised when a model name cannot be resolved on this machine (bad input: the CLI
+    answers it with exit code 2 and the sentence)."""
 
 
 @dataclass
@@ -111,7 +112,12 @@ def load_model(name: str = BUNDLED_MODEL, dtype: torch.dtype = torch.float32) ->
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except OSError as exc:
-        raise ModelNotFoundError(f"cannot load model {name!r}: {exc}") from exc
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelNotFoundError(
+            f"cannot load model {name!r}: it is not a bundled model ({', '.join(BUNDLED)}), and no local "
+            f"checkpoint folder or reachable hub model has that name ({reason}). Give --model a bundled name "
+            "or the folder of an HF causal-LM checkpoint."
+        ) from exc
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
