@@ -63,18 +63,18 @@ def test_a_redis_that_never_answers_does_not_delay_scoring(tmp_path, lm):
     try:
         with grpc.insecure_channel(sc.address) as ch:
             stub = pb_grpc.MonitorStub(ch)
+            harmful = score_request("harm", lm, HARMFUL, [HOOK])
+            benign = [score_request(f"ok-{i}", lm, BENIGN, [HOOK]) for i in range(3)]  # forwards before timing
             t0 = time.perf_counter()
-            flagged = {
-                v.detector: v for v in stub.Score(score_request("harm", lm, HARMFUL, [HOOK]), timeout=60).verdicts
-            }
+            flagged = {v.detector: v for v in stub.Score(harmful, timeout=60).verdicts}
             harmful_s = time.perf_counter() - t0
             assert flagged["harmful_request"].flagged
             # The alert is now with the export thread, which is stuck on the silent Redis.
             wait_for(lambda: len(silent.received) > 0, 30, "the sink to talk to the silent Redis")
             benign_s = []
-            for i in range(3):
+            for request in benign:
                 t0 = time.perf_counter()
-                verdicts = stub.Score(score_request(f"ok-{i}", lm, BENIGN, [HOOK]), timeout=60).verdicts
+                verdicts = stub.Score(request, timeout=60).verdicts
                 benign_s.append(time.perf_counter() - t0)
                 assert not {v.detector: v for v in verdicts}["harmful_request"].flagged
             # Every request above was answered while the alert was still waiting on Redis:
