@@ -143,7 +143,8 @@ def transcript_rows(
     single = [i for i, ct in enumerate(transcripts) if heads and any(s.role == pb.SPAN_ROLE_CONTEXT for s in ct.spans)]
     for i in single:
         yield i, *monitored_rows(lm, transcripts[i].input_ids, transcripts[i].spans, hook_names, heads)
-    rest = [i for i in range(len(transcripts)) if i not in set(single)]
+    alone = set(single)
+    rest = [i for i in range(len(transcripts)) if i not in alone]
     if not hook_names:
         yield from ((i, {}, None) for i in rest)
         return

@@ -37,7 +37,9 @@ class Coalescer(Generic[Item, Answer]):
         self.max_wait_s = max_wait_s
         self.max_rows = max_rows
         self._cv = threading.Condition()
-        self._waiting: list[tuple[list[Item], asyncio.Future, asyncio.AbstractEventLoop]] = []
+        # (items, their rows, future, loop), oldest first; rows counted once, when submitted
+        self._waiting: list[tuple[list[Item], int, asyncio.Future, asyncio.AbstractEventLoop]] = []
+        self._waiting_rows = 0
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="latentwatch-score-batches", daemon=True)
         self._thread.start()
@@ -46,10 +48,12 @@ class Coalescer(Generic[Item, Answer]):
         """Score ``items`` (one stream's waiting messages, in order) with whatever else waits."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
+        rows = sum(self._rows(i) for i in items)
         with self._cv:
             if self._stopped:
                 raise RuntimeError("the scoring thread has stopped")
-            self._waiting.append((items, future, loop))
+            self._waiting.append((items, rows, future, loop))
+            self._waiting_rows += rows
             self._cv.notify()
         return await future
 
@@ -59,7 +63,7 @@ class Coalescer(Generic[Item, Answer]):
             self._cv.notify()
         self._thread.join(timeout=5)
 
-    def _take(self) -> list[tuple[list[Item], asyncio.Future, asyncio.AbstractEventLoop]] | None:
+    def _take(self) -> list[tuple[list[Item], int, asyncio.Future, asyncio.AbstractEventLoop]] | None:
         """The next submissions to score together, oldest first, up to ``max_rows`` rows (at
         least one submission). Waiting for more happens only when the thread was idle: under
         load, submissions pile up while it scores, and it takes them at once."""
@@ -72,31 +76,26 @@ class Coalescer(Generic[Item, Answer]):
                 deadline = time.monotonic() + self.max_wait_s
                 while (
                     len(self._waiting) < self._open_streams()
-                    and self._rows_waiting() < self.max_rows
+                    and self._waiting_rows < self.max_rows
                     and (left := deadline - time.monotonic()) > 0
                 ):
                     self._cv.wait(left)
             taken, rows = [], 0
-            while self._waiting and (not taken or rows + self._rows_of(self._waiting[0][0]) <= self.max_rows):
-                rows += self._rows_of(self._waiting[0][0])
+            while self._waiting and (not taken or rows + self._waiting[0][1] <= self.max_rows):
+                rows += self._waiting[0][1]
                 taken.append(self._waiting.pop(0))
+            self._waiting_rows -= rows
             return taken
-
-    def _rows_of(self, items: list[Item]) -> int:
-        return sum(self._rows(i) for i in items)
-
-    def _rows_waiting(self) -> int:
-        return sum(self._rows_of(b) for b, _, _ in self._waiting)
 
     def _run(self) -> None:
         while (taken := self._take()) is not None:
             try:
-                answers: list[Any] = self._score([items for items, _, _ in taken])
+                answers: list[Any] = self._score([items for items, _, _, _ in taken])
             except Exception as exc:  # noqa: BLE001 - handed to every waiting stream
-                for _, future, loop in taken:
+                for _, _, future, loop in taken:
                     loop.call_soon_threadsafe(_settle, future, None, exc)
                 continue
-            for (_, future, loop), answer in zip(taken, answers, strict=True):
+            for (_, _, future, loop), answer in zip(taken, answers, strict=True):
                 loop.call_soon_threadsafe(_settle, future, answer, None)
 
 
