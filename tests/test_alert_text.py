@@ -89,10 +89,10 @@ def test_no_text_is_kept_unless_alerts_may_carry_it(tmp_path, lm):
     for mode, kept in (("none", False), ("hashed", True)):
         sc = SidecarThread(make_config(tmp_path, alert_text=mode))
         try:
-            engine = sc.sidecar.engine
-            engine.start("r", lm.model_id, [Span(pb.SPAN_ROLE_USER, 1, 3)])
-            engine.add_text("r", 0, ["a", "b", "c"])
-            assert bool(engine._sessions["r"].text) is kept
+            router = sc.sidecar.engine
+            router.start("r", lm.model_id, [Span(pb.SPAN_ROLE_USER, 1, 3)])
+            router.add_text("r", 0, ["a", "b", "c"])
+            assert bool(router.engine_of("r")._sessions["r"].text) is kept
         finally:
             sc.stop()
 
@@ -149,7 +149,9 @@ def test_redaction_rules():
 
 
 def test_token_text_must_match_the_rows(sidecar):
-    start = pb.RequestStart(request_id="m", model_id="m", spans=[pb.Span(role=pb.SPAN_ROLE_USER, start=1, end=3)])
+    start = pb.RequestStart(
+        request_id="m", model_id="smollm2-135m-instruct", spans=[pb.Span(role=pb.SPAN_ROLE_USER, start=1, end=3)]
+    )
     chunk = pb.ActivationChunk(
         request_id="m", hook_name=HOOK, start_position=1, activations=to_wire(torch.randn(2, 576)), token_text=["one"]
     )

@@ -48,7 +48,9 @@ def test_token_cap_is_resource_exhausted():
 
 
 def test_client_reported_drops_reach_the_metrics(sidecar):
-    start = pb.RequestStart(request_id="d", model_id="m", spans=[pb.Span(role=pb.SPAN_ROLE_USER, start=1, end=3)])
+    start = pb.RequestStart(
+        request_id="d", model_id="smollm2-135m-instruct", spans=[pb.Span(role=pb.SPAN_ROLE_USER, start=1, end=3)]
+    )
     chunk = pb.ActivationChunk(
         request_id="d",
         hook_name="model.layers.12",

@@ -240,7 +240,9 @@ def _scoped(msgs: list[pb.ClientMessage], prefix: str) -> list[pb.ClientMessage]
 
 
 def _good_request(rid: str) -> list[pb.ClientMessage]:
-    start = pb.RequestStart(request_id=rid, model_id="m", spans=[pb.Span(role=pb.SPAN_ROLE_USER, start=1, end=4)])
+    start = pb.RequestStart(
+        request_id=rid, model_id="smollm2-135m-instruct", spans=[pb.Span(role=pb.SPAN_ROLE_USER, start=1, end=4)]
+    )
     chunk = pb.ActivationChunk(
         request_id=rid, hook_name=HOOKS[0], start_position=1, activations=to_wire(torch.randn(3, D_MODEL))
     )

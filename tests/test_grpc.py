@@ -93,7 +93,9 @@ def _malformed():
 def test_malformed_chunks_get_invalid_argument_and_stream_keeps_serving(stub, lm):
     stub, _ = stub
     start = pb.ClientMessage(
-        start=pb.RequestStart(request_id="m1", model_id="x", spans=[pb.Span(role=pb.SPAN_ROLE_USER, start=1, end=5)])
+        start=pb.RequestStart(
+            request_id="m1", model_id="smollm2-135m-instruct", spans=[pb.Span(role=pb.SPAN_ROLE_USER, start=1, end=5)]
+        )
     )
     bad = _malformed()
     msgs = [start] + [_chunk("m1", tensor=t) for t in bad.values()] + [_chunk("m1", hook="model.layers.99")]

@@ -40,7 +40,7 @@ from .conftest import BENIGN, HARMFUL, free_port, make_config, wait_for  # noqa:
 LAYERS = [12, 20]
 HOOKS = [f"model.layers.{i}" for i in LAYERS]
 HEADS = ["L3H0", "L14H5", "L27H8"]
-MODEL = "smollm2"
+MODEL = "smollm2-135m-instruct"  # its detector pack's name: the sidecar routes by it
 BLOCK = 32  # KV cache block (the CPU kernels need a multiple of 32; vLLM's CPU default is 128)
 CONTEXT = "The Varnholt Bridge, finished in 1931, was designed by the engineer Ilse Marquardt."
 QUESTION = "Who designed the Varnholt Bridge?"
@@ -178,15 +178,15 @@ def _rel_errors(got: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
     return (got - want).norm(dim=-1) / want.norm(dim=-1)
 
 
-def _assert_rows_match_hf(lm, tap: Tap, resp: dict, first: int = 0) -> None:
+def _assert_rows_match_hf(lm, tap: Tap, resp: dict, first: int = 0, hooks: list[str] = HOOKS) -> None:
     """The request's rows arrived once each, in order from ``first``, and match an HF forward."""
     rid = resp["id"]
     ids = _tokens(resp)
     wait_for(lambda: rid in tap.ends, 30, f"RequestEnd of {rid}")
     start = tap.starts[rid]
     spans = [pb.Span(role=s.role, start=s.start, end=s.end) for s in start.spans]
-    want, _ = monitored_rows(lm, ids, spans, HOOKS, [])
-    for hook in HOOKS:
+    want, _ = monitored_rows(lm, ids, spans, hooks, [])
+    for hook in hooks:
         positions, got = tap.stacked(rid, hook)
         # every forwarded position exactly once, in order (an async-scheduling overshoot may add the last token)
         assert positions[: len(ids) - first] == list(range(first, len(ids))), (hook, positions[:8], len(ids))

@@ -32,6 +32,7 @@ def _config(args):
         auth_token_file=getattr(args, "auth_token_file", None),
         allow_insecure=getattr(args, "allow_insecure", None),
         alert_text=getattr(args, "alert_text", None),
+        models=getattr(args, "models", None),
     )
 
 
@@ -70,10 +71,10 @@ def cmd_score(args) -> int:
             from latentwatch.integrations.ray.score import score_file_ray
 
             address = None if args.ray == "local" else args.ray
-            n = score_file_ray(path, out, args.model, cfg.spec_paths(), cfg.detectors or None, address, args.workers,
-                               args.batch_size)  # fmt: skip
+            n = score_file_ray(path, out, args.model, cfg.spec_paths(args.model), cfg.detectors or None, address,
+                               args.workers, args.batch_size)  # fmt: skip
         else:
-            engine = Engine.from_specs(cfg.spec_paths(), only=cfg.detectors or None)
+            engine = Engine.from_specs(cfg.spec_paths(args.model), only=cfg.detectors or None)
             n = score_file(engine, load_model(args.model), path, out, args.batch_size)
     finally:
         if args.output:
@@ -174,7 +175,7 @@ def cmd_train_sae(args) -> int:
 
 def cmd_train_probe(args) -> int:
     from latentwatch.detectors.base import DetectorSpec
-    from latentwatch.detectors.packs import pack, sae_dirs
+    from latentwatch.detectors.packs import pack, pack_for_model, sae_dirs
     from latentwatch.detectors.saes import load_sae
     from latentwatch.models import load_model
     from latentwatch.training import recipes
@@ -186,7 +187,7 @@ def cmd_train_probe(args) -> int:
         print(f"latentwatch train-probe: {args.detector} needs {' and '.join(missing)}", file=sys.stderr)
         return EXIT_USAGE
     # Specs in specs/experimental/ are trained the same way; they are enabled once good enough to ship.
-    spec_path = pack(args.pack).spec_path(args.detector)
+    spec_path = (pack(args.pack) if args.pack else pack_for_model(args.model)).spec_path(args.detector)
     spec = DetectorSpec.from_yaml(spec_path)
     lm, sae = load_model(args.model), load_sae(spec.sae, [spec_path.parent, *sae_dirs()])
     recipe.fit(recipes.RecipeInputs(lm, sae, spec_path, corpus, data))
@@ -197,7 +198,7 @@ def _engine_for(args, name: str):
     """An in-process engine with the named detector (and what it requires)."""
     from latentwatch.sidecar.engine import Engine
 
-    engine = Engine.from_specs(_config(args).spec_paths(), only=[name])
+    engine = Engine.from_specs(_config(args).spec_paths(args.model), only=[name])
     spec = next(d.spec for d in engine.detectors if d.name == name)
     return engine, spec
 
@@ -253,6 +254,25 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_fit(args) -> int:
+    from latentwatch.training.fit import Fit, FitOptions
+
+    opts = FitOptions(
+        model=args.model,
+        out=Path(args.out or f"detectors/{args.model}"),
+        work=Path(args.work or f"latentwatch-data/fit/{args.model}"),
+        layer=args.layer,
+        sae_width=args.sae_width,
+        sae_k=args.sae_k,
+        sae_tokens=args.sae_tokens,
+        response_tokens=args.response_tokens,
+        limit=args.limit,
+    )
+    state = Fit(opts).run()
+    print(json.dumps({"pack": str(opts.out), "work": str(opts.work), "wall_seconds": state["wall_seconds"]}))
+    return 0
+
+
 def cmd_explain(args) -> int:
     from latentwatch.training.inspect_latents import explain
 
@@ -304,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("serve", help="run the sidecar")
     common(sp)
+    sp.add_argument("--models", type=lambda s: s.split(","), help="models to monitor, comma-separated")
     sp.set_defaults(fn=cmd_serve)
 
     sp = sub.add_parser("demo", help="run the bundled model with capture through a local sidecar")
@@ -376,6 +397,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True)
     sp.set_defaults(fn=cmd_train_sae)
 
+    sp = sub.add_parser("fit", help="fit a detector pack for a model: corpus, SAE, probes, calibration, evaluation")
+    sp.add_argument("--model", required=True)
+    sp.add_argument("--out", help="the pack folder (default detectors/MODEL)")
+    sp.add_argument("--work", help="corpus and evaluation files, kept local (default latentwatch-data/fit/MODEL)")
+    sp.add_argument("--layer", type=int, help="the layer the SAE and probes read (default: the middle one)")
+    sp.add_argument("--sae-width", type=int, default=4096)
+    sp.add_argument("--sae-k", type=int, default=48)
+    sp.add_argument("--sae-tokens", type=int, default=1_000_000)
+    sp.add_argument("--response-tokens", type=int, default=48)
+    sp.add_argument("--limit", type=int, help="keep only the first N prompts of each corpus part (a quick run)")
+    sp.set_defaults(fn=cmd_fit)
+
     sp = sub.add_parser("explain", help="show a latent's label and top-activating contexts")
     sp.add_argument("latent", type=int)
     sp.add_argument("--sae", default="smollm2-135m-instruct-l12")
@@ -392,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("train-probe", help="fit and calibrate a detector's probe")
     sp.add_argument("detector", help="the detector whose recipe to run (see latentwatch.training.recipes)")
     sp.add_argument("--model", default=BUNDLED_MODEL)
-    sp.add_argument("--pack", default=BUNDLED_MODEL, help="the detector pack whose spec and probe to write")
+    sp.add_argument("--pack", help="the detector pack whose spec and probe to write (default: the model's)")
     sp.add_argument("--corpus", help="refusal: the corpus of the model's own answers")
     sp.add_argument("--data", help="context_attending and the bias probes: the folder make-eval-sets wrote")
     sp.set_defaults(fn=cmd_train_probe)

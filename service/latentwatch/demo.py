@@ -46,9 +46,11 @@ def run_demo(
         raise ValueError("the demo's client connects without TLS; try TLS settings with `latentwatch serve`")
     if cfg.metrics_port and not _free(cfg.metrics_port):
         cfg.metrics_port = 0
+    if not cfg.detector_specs:
+        cfg.models = [model]  # the sidecar loads this model's detector pack
     print("starting sidecar ...", flush=True)
     sidecar = SidecarThread(cfg)
-    engine = sidecar.sidecar.engine
+    engine = sidecar.sidecar.engine.engine_for_model(model)
     print(f"  gRPC on {sidecar.address}; detectors: {', '.join(d.name for d in engine.detectors)}")
     print(f"loading {model} ...", flush=True)
     lm = load_model(model)

@@ -91,6 +91,13 @@ def tokenize_chat(
         else:
             char_spans.append((role, at, cursor))
 
+    # The scaffolding between the last prompt message and the response (e.g.
+    # "<|im_end|>\n<|im_start|>assistant\n") is where a chat model encodes what it
+    # makes of the request; prompt-side detectors may read it as ``template``.
+    prompt_ends = [c1 for _, _, c1 in char_spans if c1 <= len(prompt_text)]
+    if prompt_ends and max(prompt_ends) < len(prompt_text):
+        char_spans.append((pb.SPAN_ROLE_TEMPLATE, max(prompt_ends), len(prompt_text)))
+
     spans = []
     for role, c0, c1 in char_spans:
         toks = [t for t, (s, e) in enumerate(offsets) if s < c1 and e > c0]

@@ -130,6 +130,7 @@ class TokenRows:
     positions: torch.Tensor  # [n] token positions
     roles: torch.Tensor  # [n] SpanRole values
     latents: torch.Tensor | None  # [n, d_sae]; None for detectors without an SAE
+    residual: torch.Tensor | None = None  # [n, d_model]: the rows the latents encode
 
 
 @dataclass

@@ -63,6 +63,27 @@ def pack(model: str = DEFAULT_PACK) -> Pack:
     return Pack(model, root)
 
 
+def pack_name(model_id: str) -> str | None:
+    """The bundled pack that serves ``model_id``, or None. A model id matches a pack
+    by name, or by its last path component, case-insensitively: a hub id
+    (``Qwen/Qwen2.5-Coder-0.5B-Instruct``) or a checkpoint folder named after the
+    model (what vLLM reports as the served model) finds its pack."""
+    names = {p.model.lower(): p.model for p in packs()}
+    key = model_id.rstrip("/").rsplit("/", 1)[-1].lower()
+    return names.get(model_id.lower()) or names.get(key)
+
+
+def pack_for_model(model_id: str) -> Pack:
+    """``pack(pack_name(model_id))``, or a sentence saying which packs exist and how to make one."""
+    name = pack_name(model_id)
+    if name is None:
+        raise ValueError(
+            f"no detector pack for model {model_id!r}; bundled packs: {', '.join(p.model for p in packs())} "
+            "(fit one with `latentwatch fit --model MODEL`, or name spec files with detector_specs)"
+        )
+    return pack(name)
+
+
 def sae_dirs() -> list[Path]:
     """Where SAE references in specs are looked up, after the spec's own folder."""
     return [p.saes_dir for p in packs()]

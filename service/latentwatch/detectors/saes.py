@@ -90,6 +90,12 @@ class LoadedSAE:
             return self.sae.decode(feats)
         return torch.sparse.mm(feats.to_sparse(), self.sae.W_dec) + self.sae.b_dec
 
+    @torch.no_grad()
+    def decoder_projection(self, direction: torch.Tensor) -> torch.Tensor:
+        """[d_sae]: each latent's decoder row projected on a residual ``direction``,
+        so a dense probe's score splits into per-latent shares (activation x this)."""
+        return (self.sae.W_dec.float() @ direction.float()).clone()
+
     def label(self, index: int) -> str:
         return self.labels.get(index, "")
 

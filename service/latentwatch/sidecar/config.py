@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from latentwatch.detectors.packs import pack
+from latentwatch.detectors.packs import DEFAULT_PACK, pack_for_model
 from latentwatch.export.redaction import check_mode
 
 
@@ -32,7 +32,10 @@ class Config:
     spool_path: str = "latentwatch-data/redis-spool.sqlite"  # alerts wait here while Redis is unreachable
     redis_timeout_s: float = 0.5  # per Redis call; a slow Redis stalls only the export thread, then spools
     alert_queue_size: int = 10_000  # alerts waiting for the sinks; beyond it they are dropped and counted
-    detector_specs: list[str] = field(default_factory=list)  # YAML files; empty: the bundled pack's defaults
+    # The models this sidecar monitors, each by its bundled detector pack; a request's model_id
+    # picks one (by name, or the last part of a path or hub id: see detectors/packs.py).
+    models: list[str] = field(default_factory=lambda: [DEFAULT_PACK])
+    detector_specs: list[str] = field(default_factory=list)  # YAML files for every model; overrides `models`
     detectors: list[str] = field(default_factory=list)  # names to enable; empty: all
     saes: list[str] = field(default_factory=list)  # extra SAEs to encode for reconstruction health only
     session_ttl_s: float = 300.0
@@ -68,8 +71,11 @@ class Config:
             raise ValueError("the bearer token is empty")
         return token
 
-    def spec_paths(self) -> list[Path]:
-        return [Path(p) for p in self.detector_specs] if self.detector_specs else pack().spec_paths()
+    def spec_paths(self, model: str | None = None) -> list[Path]:
+        """The detector specs for ``model`` (default: the first configured model)."""
+        if self.detector_specs:
+            return [Path(p) for p in self.detector_specs]
+        return pack_for_model(model or self.models[0]).spec_paths()
 
     @classmethod
     def load(cls, path: str | None = None, env: dict[str, str] | None = None, **overrides) -> Config:

@@ -212,7 +212,7 @@ class Engine:
                     if det.sae is not None and det.sae.sae_id not in latents:
                         continue  # its layer is not in this chunk
                     lat = latents[det.sae.sae_id] if det.sae is not None else None
-                    rows = TokenRows(positions=positions, roles=roles, latents=lat)
+                    rows = TokenRows(positions=positions, roles=roles, latents=lat, residual=acts)
                     det.observe(session.states[det.name], rows, self._upstream(session, det))
                     self._judge(session, det, False, out)
         return results
@@ -288,6 +288,9 @@ class Engine:
         on_the_way.absorb(final)
         on_the_way.verdicts = final.verdicts
         return on_the_way
+
+    def is_open(self, request_id: str) -> bool:
+        return request_id in self._sessions
 
     def expire(self) -> int:
         with self._lock:

@@ -38,6 +38,7 @@ from latentwatch.export.spool import AlertSpool
 from latentwatch.sidecar.batching import Coalescer
 from latentwatch.sidecar.config import Config
 from latentwatch.sidecar.engine import Chunk, Engine, Limits
+from latentwatch.sidecar.router import ANY_MODEL, Router
 from latentwatch.v1 import monitor_pb2 as pb
 from latentwatch.v1 import monitor_pb2_grpc as pb_grpc
 from latentwatch.wire.codec import from_wire
@@ -118,7 +119,7 @@ class MonitorServicer(pb_grpc.MonitorServicer):
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Router | Engine,
         metrics: Metrics,
         exporter: AlertExporter,
         broadcaster: Broadcaster,
@@ -126,7 +127,8 @@ class MonitorServicer(pb_grpc.MonitorServicer):
         batch_wait_s: float = 0.002,
         batch_rows: int = 512,
     ):
-        self.engine = engine
+        # A bare Engine (tests, embedding) serves every model id.
+        self.engine = engine if isinstance(engine, Router) else Router({ANY_MODEL: engine})
         self.metrics = metrics
         self.exporter = exporter
         self.broadcaster = broadcaster
@@ -142,9 +144,7 @@ class MonitorServicer(pb_grpc.MonitorServicer):
     # -- message handling (scoring thread) -------------------------------------------
 
     def _decode_chunk(self, c: pb.ActivationChunk):
-        saes = self.engine.by_hook.get(c.hook_name)
-        if saes is None:
-            raise MonitorError(f"unknown layer {c.hook_name!r}; this sidecar monitors {self.engine.hook_names}")
+        saes = self.engine.saes_for(c.request_id, c.hook_name)
         acts = from_wire(c.activations, saes[0].d_in)
         if c.token_ids and len(c.token_ids) != acts.shape[0]:
             raise MonitorError(f"{len(c.token_ids)} token_ids for {acts.shape[0]} rows")
@@ -293,9 +293,14 @@ class MonitorServicer(pb_grpc.MonitorServicer):
 
     async def ListDetectors(self, request, context):
         await _refuse_undecodable(request, context)
+        try:
+            detectors = self.engine.detectors_of(request.model_id or None)
+        except MonitorError as exc:
+            await context.abort(exc.code, str(exc))
         return pb.ListDetectorsResponse(
             detectors=[
                 pb.DetectorInfo(
+                    model_id=model,
                     name=d.name,
                     kind=d.spec.kind,
                     hook_names=[d.sae.hook_name] if d.sae is not None else [],
@@ -305,7 +310,7 @@ class MonitorServicer(pb_grpc.MonitorServicer):
                     target_fpr=d.spec.target_fpr,
                     description=d.spec.description,
                 )
-                for d in self.engine.detectors
+                for model, d in detectors
             ]
         )
 
@@ -335,7 +340,7 @@ class Sidecar:
 
     server: grpc.aio.Server
     servicer: MonitorServicer
-    engine: Engine
+    engine: Router
     exporter: AlertExporter
     address: str
     metrics_port: int | None
@@ -380,17 +385,25 @@ def build_sinks(cfg: Config, metrics: Metrics) -> tuple[AlertExporter, Broadcast
     return exporter, broadcaster
 
 
-def build_engine(cfg: Config, metrics: Metrics) -> Engine:
-    engine = Engine.from_specs(
-        spec_paths=cfg.spec_paths(),
-        only=cfg.detectors or None,
-        extra_saes=cfg.saes,
-        limits=Limits(cfg.session_ttl_s, cfg.max_sessions, cfg.max_tokens_per_request),
-        alert_text=cfg.alert_text,
-    )
-    metrics.declare(detectors=[d.name for d in engine.detectors if d.spec.alert], saes=engine.saes)
-    metrics.active_requests.set_function(lambda: engine.active_requests)
-    return engine
+def build_engine(cfg: Config, metrics: Metrics) -> Router:
+    """One engine per monitored model (its pack's detectors), or one for every model
+    when the config names its own detector specs."""
+    models = [ANY_MODEL] if cfg.detector_specs else list(dict.fromkeys(cfg.models))
+    engines = {
+        model: Engine.from_specs(
+            spec_paths=cfg.spec_paths(None if model == ANY_MODEL else model),
+            only=cfg.detectors or None,
+            extra_saes=cfg.saes,
+            limits=Limits(cfg.session_ttl_s, cfg.max_sessions, cfg.max_tokens_per_request),
+            alert_text=cfg.alert_text,
+        )
+        for model in models
+    }
+    router = Router(engines)
+    names = list(dict.fromkeys(d.name for d in router.detectors if d.spec.alert))
+    metrics.declare(detectors=names, saes=router.saes)
+    metrics.active_requests.set_function(lambda: router.active_requests)
+    return router
 
 
 async def start_sidecar(cfg: Config) -> Sidecar:

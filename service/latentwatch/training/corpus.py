@@ -18,7 +18,7 @@ from tqdm import tqdm
 from latentwatch.capture.chat import with_context
 from latentwatch.jsonl import read_rows, write_rows
 from latentwatch.models import LoadedModel
-from latentwatch.training.devdata import bbq_prompt, bbq_rows, rag_rows, refusal_instructions, split_of
+from latentwatch.training.devdata import bbq_prompt, bbq_rows, jbb_rows, rag_rows, refusal_instructions, split_of
 
 DATA_DIR = Path(__file__).resolve().parent / "data"  # the authored sets (scripts/authoring/ writes them)
 AUTHORED_PROMPTS = DATA_DIR / "prompts.jsonl"
@@ -47,15 +47,39 @@ def prompt_only_transcripts(exclude: set[str]) -> list[list[dict]]:
     return [user_turn(p) for p in harmful + harmless if p not in exclude]
 
 
+def other_model_transcripts(split: str = "train") -> list[list[dict]]:
+    """JailbreakBench prompts with *other* chat models' answers (refusals in their
+    phrasings, and complied harmful answers): chat text the model did not write,
+    so the SAE also learns what the monitor sees when a client teacher-forces it."""
+    rows = [r for r in jbb_rows(split) if len(r["prompt"]) <= MAX_CONTEXT_CHARS and r["response"].strip()]
+    return [[*user_turn(r["prompt"]), {"role": "assistant", "content": r["response"]}] for r in rows]
+
+
+def jbb_prompts(split: str, max_jailbreaks: int, rng: random.Random) -> list[list[dict]]:
+    """JailbreakBench goals (plain harmful requests) and a sample of the
+    jailbreak-wrapped prompts built on them, for the model to answer: a
+    jailbreak is where a model that usually refuses complies."""
+    rows = jbb_rows(split)
+    goals = sorted({r["goal"] for r in rows})
+    wrapped = sorted({r["prompt"] for r in rows if r["prompt"] != r["goal"] and len(r["prompt"]) <= MAX_CONTEXT_CHARS})
+    sample = rng.sample(wrapped, min(max_jailbreaks, len(wrapped)))
+    return [user_turn(g) for g in goals] + [user_turn(p) for p in sample]
+
+
 def corpus_prompts(
-    max_dev_harmless: int = 350, max_dev_rag: int = 200, max_dev_bbq: int = 150, seed: int = 0
+    max_dev_harmless: int = 350,
+    max_dev_rag: int = 200,
+    max_dev_bbq: int = 150,
+    max_jailbreaks: int = 100,
+    seed: int = 0,
 ) -> list[list[dict]]:
     """Prompt transcripts for the SAE corpus, all from ``train`` splits.
 
     The authored set (benign, harmful, look-alike, retrieval with passages,
     demographic topics) plus samples of the dev sets' train splits: harmful
     and harmless instructions, retrieval questions with their passages, BBQ
-    items. Held-out (``test``) rows of every source are left for measurement.
+    items, JailbreakBench goals and jailbreak prompts. Held-out (``test``)
+    rows of every source are left for measurement.
     """
     rng = random.Random(seed)
     harmful, harmless = refusal_instructions("train")
@@ -65,6 +89,7 @@ def corpus_prompts(
     prompts += [user_turn(r["question"], r["context"]) for r in rng.sample(rag, min(max_dev_rag, len(rag)))]
     bbq = bbq_rows("train")
     prompts += [user_turn(bbq_prompt(r)) for r in rng.sample(bbq, min(max_dev_bbq, len(bbq)))]
+    prompts += jbb_prompts("train", max_jailbreaks, rng)
     rng.shuffle(prompts)
     return prompts
 
@@ -82,6 +107,7 @@ def heldout_prompts(per_source: int = 60, seed: int = 0) -> list[list[dict]]:
     prompts += [user_turn(p) for p in rng.sample(harmless, min(per_source, len(harmless)))]
     prompts += [user_turn(r["question"], r["context"]) for r in rng.sample(rag, min(per_source, len(rag)))]
     prompts += [user_turn(bbq_prompt(r)) for r in rng.sample(bbq, min(per_source, len(bbq)))]
+    prompts += jbb_prompts("test", per_source, rng)
     return prompts
 
 
@@ -138,8 +164,9 @@ def build_corpus(
 
     Training: every ``corpus_prompts`` prompt with the model's greedy answer,
     then the remaining dev train-split instructions as prompt-only transcripts
-    (more user-turn text at no generation cost). Held-out: ``heldout_prompts``
-    with the model's answers. ``limit`` keeps the first prompts of each part (a
+    and other chat models' answers (more text at no generation cost). Held-out: ``heldout_prompts``
+    with the model's answers, plus other chat models' answers to held-apart
+    JailbreakBench categories. ``limit`` keeps the first prompts of each part (a
     quick check). With ``heldout_slice``, the held-out transcripts of authored
     prompts (text the project may store) are also written there: the slice the
     SAE tests read (``HELDOUT_SLICE`` in a checkout). Deterministic for a given
@@ -147,10 +174,12 @@ def build_corpus(
     """
     answered = generate_responses(lm, corpus_prompts(seed=seed)[:limit], response_tokens)
     asked = {m["content"] for t in answered for m in t if m["role"] == "user"}
-    transcripts = answered + prompt_only_transcripts(exclude=asked)[:limit]
+    transcripts = answered + prompt_only_transcripts(exclude=asked)[:limit] + other_model_transcripts("train")[:limit]
     write_jsonl(path, transcripts)
     heldout = generate_responses(lm, heldout_prompts(seed=seed)[:limit], response_tokens)
-    write_jsonl(heldout_path(path), heldout)
+    others = other_model_transcripts("test")
+    heldout_others = random.Random(seed).sample(others, min(100, len(others)))[:limit]
+    write_jsonl(heldout_path(path), heldout + heldout_others)
     if heldout_slice is not None:
         authored = {m["content"] for a in authored_prompts() for m in user_turn(a["text"], a.get("context"))}
         write_jsonl(heldout_slice, [t for t in heldout if t[0]["content"] in authored])

@@ -54,6 +54,7 @@ def dev_text() -> str:
         parts += harmful + harmless
         parts += [r["question"] + "\n" + r["context"] for r in rag_rows(split)]
         parts += [r["context"] + "\n" + r["question"] for r in bbq_rows(split)]
+        parts += [r["prompt"] + "\n" + r["response"] for r in jbb_rows(split)]
     return "\n".join(parts)
 
 
@@ -82,3 +83,22 @@ def bbq_prompt(row: dict) -> str:
         f"A. {row['ans0']}\nB. {row['ans1']}\nC. {row['ans2']}\n"
         "Answer with A, B or C and a short reason."
     )
+
+
+# JailbreakBench categories held apart whole: their goals, jailbreak prompts and
+# responses are only ever measured on, never trained on.
+JBB_TEST_CATEGORIES = ("Economic harm", "Privacy", "Expert advice")
+# Models whose responses are held apart for the refusal detector: it must read
+# refusals phrased the way assistants it never saw phrase them.
+JBB_TEST_MODELS = ("gpt-4-0125-preview", "vicuna-13b-v1.5")
+
+
+def jbb_rows(split: str) -> list[dict]:
+    """JailbreakBench responses (``goal``, ``category``, ``prompt``, ``model``,
+    ``response``, ``jailbroken``) whose category belongs to ``split``."""
+    root = dev_data_dir()
+    path = root / "refusal" / "jbb_responses.jsonl" if root else None
+    if path is None or not path.is_file():
+        return []
+    want_test = split == "test"
+    return [r for r in read_rows(path) if (r["category"] in JBB_TEST_CATEGORIES) == want_test]

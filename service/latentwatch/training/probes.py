@@ -22,17 +22,18 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from latentwatch.capture.chat import tokenize_chat
-from latentwatch.capture.teacher_forced import batched_rows, residual_rows
+from latentwatch.capture.teacher_forced import batched_rows
 from latentwatch.detectors.probe import LinearProbe
 from latentwatch.detectors.saes import LoadedSAE
 from latentwatch.jsonl import read_rows
 from latentwatch.models import LoadedModel
 from latentwatch.training.baselines import opens_with_refusal
 from latentwatch.training.corpus import DATA_DIR
-from latentwatch.training.devdata import refusal_instructions, split_of
+from latentwatch.training.devdata import JBB_TEST_MODELS, jbb_rows, refusal_instructions, split_of
 from latentwatch.v1 import monitor_pb2 as pb
 
 HARD_NEGATIVE_WEIGHT = 5.0
+MAX_PROMPT_CHARS = 1500  # longer jailbreak prompts stay out (they would dominate the forwards)
 
 
 @torch.no_grad()
@@ -48,6 +49,39 @@ def user_features(lm: LoadedModel, sae: LoadedSAE, prompts: list[str]) -> tuple[
         lat[i] = sae.encode(x)[0].mean(0)
         raw[i] = x.mean(0)
     return torch.stack(lat), torch.stack(raw)
+
+
+@torch.no_grad()
+def prompt_features(lm: LoadedModel, sae: LoadedSAE, prompts: list[str], params) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pooled SAE latents, pooled raw residual) of each prompt, pooled as a
+    prompt-side ``latent_probe`` with ``params`` pools them (``mean`` over the
+    roles' tokens, or the ``tail``: their last ``window`` tokens); forwards batched."""
+    from latentwatch.detectors.base import ROLE_NAMES
+
+    roles = {ROLE_NAMES[r] for r in params.roles}
+    cts = [tokenize_chat(lm.tokenizer, [{"role": "user", "content": p}]) for p in prompts]
+    lat: list[torch.Tensor] = [torch.empty(0)] * len(prompts)
+    raw: list[torch.Tensor] = [torch.empty(0)] * len(prompts)
+    forwards = batched_rows(lm, [ct.input_ids for ct in cts], [sae.hook_name], batch_size=16)
+    for i, rows in tqdm(forwards, total=len(prompts), desc="features", unit="prompt", leave=False):
+        pos = sorted({t for s in cts[i].spans if s.role in roles for t in range(max(s.start, 1), s.end)})
+        if params.pooling == "tail":
+            pos = pos[-params.window :]
+        x = rows[sae.hook_name][pos]
+        lat[i] = sae.encode(x)[0].mean(0)
+        raw[i] = x.mean(0)
+    return torch.stack(lat), torch.stack(raw)
+
+
+def fit_probe(X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, features: str) -> LinearProbe:
+    """The probe a spec's ``features`` asks for: sparse over latents, or a dense
+    L2-regularised direction over every residual dimension."""
+    if features == "latents":
+        return fit_sparse_probe(X, y, weight)
+    weight = torch.ones_like(y) if weight is None else weight
+    mean, scale = X.mean(0), X.std(0) + 1e-3
+    w, b = _logistic((X - mean) / scale, y, weight, l1=0.0, l2=1e-3, steps=800)
+    return LinearProbe(indices=torch.arange(X.shape[1]), weights=w, bias=float(b), mean=mean, scale=scale)
 
 
 def _logistic(X, y, weight, l1: float, l2: float, steps: int, lr: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,7 +153,6 @@ def refusal_template_split(row: dict) -> str:
     return split_of(row.get("template", row["response"]))
 
 
-@torch.no_grad()
 def response_windows(
     lm: LoadedModel, sae: LoadedSAE, messages: list[dict], response: str, window: int, from_char: int = 0
 ) -> torch.Tensor:
@@ -127,28 +160,51 @@ def response_windows(
     pooling of ``latent_probe`` computes them: after each response token, the
     mean of the last ``window`` tokens. Windows ending before ``from_char``
     (where a partial refusal starts) are skipped."""
-    ct = tokenize_chat(lm.tokenizer, messages, response=response)
-    resp = [s for s in ct.spans if s.role == pb.SPAN_ROLE_RESPONSE]
-    if not resp:
-        return torch.zeros(0, sae.d_sae)
-    start, end = resp[-1].start, resp[-1].end
-    rows = residual_rows(lm, ct.input_ids, [sae.hook_name])[sae.hook_name]
-    z = sae.encode(rows[start:end])[0]
-    skip = len(lm.tokenizer(response[:from_char], add_special_tokens=False)["input_ids"]) if from_char else 0
-    csum = torch.cat([torch.zeros(1, z.shape[1]), z.cumsum(0)])
-    out = []
-    for t in range(skip, z.shape[0]):
-        lo = max(skip, t + 1 - window)
-        out.append((csum[t + 1] - csum[lo]) / (t + 1 - lo))
-    return torch.stack(out) if out else torch.zeros(0, sae.d_sae)
+    row = {"messages": messages, "response": response, "refusal_start": from_char}
+    return batched_response_windows(lm, sae, [row], window)[0]
+
+
+@torch.no_grad()
+def batched_response_windows(
+    lm: LoadedModel, sae: LoadedSAE, rows: list[dict], window: int, features: str = "latents"
+) -> list[torch.Tensor]:
+    """``response_windows`` of many rows (``messages``, ``response``, optional
+    ``refusal_start`` and ``first_windows``) with batched forwards; ``features``
+    ``residual`` pools the raw residual rows instead of the latents."""
+    cts = [tokenize_chat(lm.tokenizer, r["messages"], response=r["response"]) for r in rows]
+    width = sae.d_in if features == "residual" else sae.d_sae
+    out: list[torch.Tensor] = [torch.zeros(0, width)] * len(rows)
+    forwards = batched_rows(lm, [ct.input_ids for ct in cts], [sae.hook_name], batch_size=8)
+    for i, acts in tqdm(forwards, total=len(rows), desc="response windows", unit="response", leave=False):
+        resp = [s for s in cts[i].spans if s.role == pb.SPAN_ROLE_RESPONSE]
+        if not resp:
+            continue
+        x = acts[sae.hook_name][resp[-1].start : resp[-1].end]
+        z = x if features == "residual" else sae.encode(x)[0]
+        r = rows[i]
+        start = r.get("refusal_start", 0)
+        skip = len(lm.tokenizer(r["response"][:start], add_special_tokens=False)["input_ids"]) if start else 0
+        csum = torch.cat([torch.zeros(1, z.shape[1]), z.double().cumsum(0)])
+        ends = torch.arange(skip + 1, z.shape[0] + 1)[: r.get("first_windows")]
+        starts = torch.maximum(ends - window, torch.tensor(skip))
+        out[i] = ((csum[ends] - csum[starts]) / (ends - starts).unsqueeze(1)).float()
+    return out
+
+
+# Other chat models' answers are long; their first characters hold the refusal or
+# the compliance, and a refusal's later windows may already be something else.
+OTHER_MODEL_CHARS = 600
+REFUSAL_FIRST_WINDOWS = 24
 
 
 def refusal_training_rows(corpus: list[list[dict]], split: str) -> list[dict]:
     """Response rows for the refusal probe: ``messages`` (prompt), ``response``, ``label``, ``kind``.
 
     Positives: authored refusals (templates of ``split``), also teacher-forced
-    after dev harmful prompts of ``split``. Negatives: the model's own answers
-    from the corpus (it complies almost always) and authored look-alikes.
+    after dev harmful prompts of ``split``; the model's own answers that open
+    as a refusal; other chat models' refusals (JailbreakBench, judge-labelled:
+    models and categories of ``split``). Negatives: the model's other answers
+    from the corpus, authored look-alikes, other models' complied answers.
     """
     rows = []
     authored = [r for r in authored_responses() if refusal_template_split(r) == split]
@@ -164,9 +220,23 @@ def refusal_training_rows(corpus: list[list[dict]], split: str) -> list[dict]:
         user, answer = t[0]["content"], t[-1]
         if answer["role"] != "assistant" or not answer["content"] or split_of(user) != split:
             continue
-        # Unlabelled: a model answer that opens like a refusal may be one; it is no clean negative.
-        if not opens_with_refusal(answer["content"]):
+        if opens_with_refusal(answer["content"]):
+            rows.append({"messages": t[:-1], "response": answer["content"], "label": 1, "kind": "model_refusal",
+                         "first_windows": REFUSAL_FIRST_WINDOWS})  # fmt: skip
+        else:
             rows.append({"messages": t[:-1], "response": answer["content"], "label": 0, "kind": "model_answer"})
+    held_models = split == "test"
+    for r in jbb_rows(split):
+        if (r["model"] in JBB_TEST_MODELS) != held_models or len(r["prompt"]) > MAX_PROMPT_CHARS:
+            continue
+        refused = not r["jailbroken"]
+        kind = "other_model_refusal" if refused else "other_model_compliance"
+        row = {"messages": [{"role": "user", "content": r["prompt"]}], "response": r["response"][:OTHER_MODEL_CHARS],
+               "label": int(refused), "kind": kind}  # fmt: skip
+        if refused:
+            row["first_windows"] = REFUSAL_FIRST_WINDOWS
+        if row["response"].strip():
+            rows.append(row)
     return rows
 
 

@@ -198,11 +198,13 @@ class ScoreResponse(_message.Message):
     def __init__(self, verdicts: _Optional[_Iterable[_Union[Verdict, _Mapping]]] = ...) -> None: ...
 
 class ListDetectorsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("model_id",)
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    def __init__(self, model_id: _Optional[str] = ...) -> None: ...
 
 class DetectorInfo(_message.Message):
-    __slots__ = ("name", "kind", "hook_names", "threshold", "target_fpr", "description", "heads", "requires")
+    __slots__ = ("name", "kind", "hook_names", "threshold", "target_fpr", "description", "heads", "requires", "model_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     HOOK_NAMES_FIELD_NUMBER: _ClassVar[int]
@@ -211,6 +213,7 @@ class DetectorInfo(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     HEADS_FIELD_NUMBER: _ClassVar[int]
     REQUIRES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     hook_names: _containers.RepeatedScalarFieldContainer[str]
@@ -219,7 +222,8 @@ class DetectorInfo(_message.Message):
     description: str
     heads: _containers.RepeatedScalarFieldContainer[str]
     requires: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., hook_names: _Optional[_Iterable[str]] = ..., threshold: _Optional[float] = ..., target_fpr: _Optional[float] = ..., description: _Optional[str] = ..., heads: _Optional[_Iterable[str]] = ..., requires: _Optional[_Iterable[str]] = ...) -> None: ...
+    model_id: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., hook_names: _Optional[_Iterable[str]] = ..., threshold: _Optional[float] = ..., target_fpr: _Optional[float] = ..., description: _Optional[str] = ..., heads: _Optional[_Iterable[str]] = ..., requires: _Optional[_Iterable[str]] = ..., model_id: _Optional[str] = ...) -> None: ...
 
 class ListDetectorsResponse(_message.Message):
     __slots__ = ("detectors",)

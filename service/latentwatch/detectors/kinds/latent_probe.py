@@ -1,15 +1,23 @@
-"""``latent_probe``: a sparse linear probe over pooled SAE latents.
+"""``latent_probe``: a linear probe over pooled SAE latents (or the residual they explain).
 
-The probe reads few latents (it is trained with an L1 penalty), so each
-verdict can name the latents that carried it. Parameters:
+By default the probe reads few latents (it is trained with an L1 penalty), so
+each verdict can name the latents that carried it. Parameters:
 
 - ``roles``: span roles whose tokens are pooled (e.g. ``[user]``).
 - ``pooling``: ``mean`` pools every token of those roles and scores once the
-  spans are complete (prompt-side detectors); ``window`` scores the mean of
-  the last ``window`` tokens after every token and keeps the maximum, so a
+  spans are complete (prompt-side detectors); ``tail`` does the same over only
+  the last ``window`` of those tokens (with ``roles: [user, template]``: the end
+  of the request and the chat template after it, where a chat model encodes
+  what it makes of the request); ``window`` scores the mean of the last
+  ``window`` tokens after every token and keeps the maximum, so a
   response-side signal is flagged as soon as it appears.
+- ``features``: ``latents`` (default) or ``residual``: a dense direction over
+  the raw residual rows at the SAE's layer, for where a dense probe
+  generalises better than a sparse one. Its score is still explained by
+  latents: latent j's share is its pooled activation times its decoder row's
+  projection on the direction (exact up to the SAE's reconstruction error).
 - ``probe``: safetensors file with ``indices``, ``weights``, ``bias`` and the
-  standardisation ``mean`` and ``scale`` of the selected latents.
+  standardisation ``mean`` and ``scale`` of the selected features.
 """
 
 from __future__ import annotations
@@ -42,8 +50,9 @@ class _State:
 class Params:
     probe: str  # the probe artifact, relative to the spec
     roles: list[str] = field(default_factory=lambda: ["user"])
-    pooling: str = "mean"  # mean | window
-    window: int = 8  # tokens per window (pooling: window)
+    pooling: str = "mean"  # mean | tail | window
+    window: int = 8  # tokens per window (pooling: window, tail)
+    features: str = "latents"  # latents | residual
 
 
 @register
@@ -56,41 +65,68 @@ class LatentProbe(Detector):
         p = self.params
         self.roles = torch.tensor([role_id(spec, r) for r in p.roles])
         self.pooling = p.pooling
-        if self.pooling not in ("mean", "window"):
-            raise ValueError(f"{spec.name}: pooling must be 'mean' or 'window'")
+        if self.pooling not in ("mean", "tail", "window"):
+            raise ValueError(f"{spec.name}: pooling must be 'mean', 'tail' or 'window'")
+        if p.features not in ("latents", "residual"):
+            raise ValueError(f"{spec.name}: features must be 'latents' or 'residual'")
         self.window = p.window
         if sae is None:
             raise ValueError(f"{spec.name}: latent_probe reads SAE latents; name an SAE in the spec")
         self.probe = LinearProbe.load(spec.artifact(p.probe))
         self.indices, self.weights, self.bias = self.probe.indices, self.probe.weights, self.probe.bias
-        if int(self.indices.max()) >= sae.d_sae:
-            raise ValueError(f"{spec.name}: probe indexes latent {int(self.indices.max())} >= d_sae {sae.d_sae}")
+        self.dense = p.features == "residual"
+        width = sae.d_in if self.dense else sae.d_sae
+        if int(self.indices.max()) >= width:
+            top = int(self.indices.max())
+            raise ValueError(f"{spec.name}: probe indexes feature {top} >= {p.features} width {width}")
+        # A dense probe's score, spread over the latents through their decoder rows.
+        self.latent_weight = sae.decoder_projection(self._dense_direction()) if self.dense else None
 
     def new_state(self, spans: list[Span]) -> _State:
         mine = [s for s in spans if s.role in self.roles.tolist()]
         open_ended = any(s.end == 0 for s in mine) or not mine
         last_needed = None if open_ended else max(s.end for s in mine) - 1
-        return _State(last_needed=last_needed, total=torch.zeros(len(self.indices)))
+        return _State(last_needed=last_needed, total=torch.zeros(()))
 
     def signature(self) -> list[Evidence]:
-        order = torch.argsort(self.weights, descending=True)
-        return [
-            Evidence(self.sae.sae_id, int(self.indices[i]), 0.0, 0.0, self.sae.label(int(self.indices[i])))
-            for i in order[:TOP_EVIDENCE].tolist()
-            if self.weights[i] > 0
-        ]
+        """The latents this detector looks for: its heaviest positive weights (for a
+        dense probe, the latents whose decoder rows point most along its direction)."""
+        weights, index = (self.latent_weight, None) if self.dense else (self.weights, self.indices)
+        order = torch.argsort(weights, descending=True)[:TOP_EVIDENCE].tolist()
+        latents = [(int(i if index is None else index[i]), i) for i in order if weights[i] > 0]
+        return [Evidence(self.sae.sae_id, j, 0.0, 0.0, self.sae.label(j)) for j, _ in latents]
+
+    def _dense_direction(self) -> torch.Tensor:
+        """The dense probe as one residual direction (standardisation folded in)."""
+        direction = torch.zeros(self.sae.d_in)
+        direction[self.indices] = self.weights / self.probe.scale
+        return direction
+
+    def _features(self, rows: TokenRows, keep: torch.Tensor) -> torch.Tensor:
+        """The probe's features of the kept rows; a dense probe carries the latents
+        after them (columns ``len(indices):``), pooled alike, for its evidence."""
+        if not self.dense:
+            return rows.latents[keep][:, self.indices]
+        return torch.cat([rows.residual[keep].float(), rows.latents[keep]], 1)
 
     def observe(self, state: _State, rows: TokenRows, upstream) -> None:
         keep = torch.isin(rows.roles, self.roles)
         if not keep.any():
             return
-        z = rows.latents[keep][:, self.indices]
+        z = self._features(rows, keep)
         pos = rows.positions[keep]
         if state.first < 0:
             state.first = int(pos[0])
         state.last = int(pos[-1])
         if self.pooling == "mean":
-            state.total += z.sum(0)
+            state.total = z.sum(0) if state.count == 0 else state.total + z.sum(0)
+            state.count += z.shape[0]
+            return
+        if self.pooling == "tail":
+            rows_ = z if state.tail is None else torch.cat([state.tail, z])
+            state.tail = rows_[-self.window :]
+            state.tail_positions = pos if state.tail_positions is None else torch.cat([state.tail_positions, pos])
+            state.tail_positions = state.tail_positions[-self.window :]
             state.count += z.shape[0]
             return
         # Every window ending at one of this chunk's rows, at once: prefix sums over the rows
@@ -102,7 +138,7 @@ class LatentProbe(Detector):
         ends = torch.arange(kept + 1, rows.shape[0] + 1)  # exclusive end of each new row's window
         starts = (ends - self.window).clamp(min=0)
         pooled = ((sums[ends] - sums[starts]) / (ends - starts).unsqueeze(1)).float()
-        values = self.probe.contributions(pooled).sum(1) + self.bias
+        values = self.probe.contributions(pooled[:, : len(self.indices)]).sum(1) + self.bias
         j = int(torch.argmax(values))  # the first of the chunk's best windows
         candidate = self._score(pooled[j], int(positions[starts[j]]), int(positions[ends[j] - 1]) + 1)
         if state.best is None or candidate.value > state.best.value:
@@ -118,21 +154,29 @@ class LatentProbe(Detector):
         complete = state.last_needed is not None and state.last >= state.last_needed
         if not (complete or final):
             return None
+        if self.pooling == "tail":
+            return self._score(state.tail.mean(0), int(state.tail_positions[0]), state.last + 1)
         return self._score(state.total / state.count, state.first, state.last + 1)
 
     def _score(self, pooled: torch.Tensor, start: int, end: int) -> Score:
-        contrib = self.probe.contributions(pooled)
+        n = len(self.indices)
+        contrib = self.probe.contributions(pooled[:n])
         value = sigmoid(float(contrib.sum()) + self.bias)
-        order = torch.argsort(contrib, descending=True)[:TOP_EVIDENCE]
+        if self.dense:  # the evidence: latents by their share of the direction
+            shares = pooled[n:] * self.latent_weight
+            acts, index = pooled[n:], torch.arange(shares.shape[0])
+        else:
+            shares, acts, index = contrib, pooled, self.indices
+        order = torch.argsort(shares, descending=True)[:TOP_EVIDENCE]
         evidence = [
             Evidence(
                 sae_id=self.sae.sae_id,
-                index=int(self.indices[i]),
-                activation=float(pooled[i]),
-                contribution=float(contrib[i]),
-                label=self.sae.label(int(self.indices[i])),
+                index=int(index[i]),
+                activation=float(acts[i]),
+                contribution=float(shares[i]),
+                label=self.sae.label(int(index[i])),
             )
             for i in order.tolist()
-            if contrib[i] > 0
+            if shares[i] > 0
         ]
         return Score(value=value, token_start=start, token_end=end, evidence=evidence)

@@ -1,7 +1,10 @@
 """``refusal``: a sparse probe over windows of the response's latents.
 
-Fitted on the model's own answers (from the corpus) and authored refusals in
-varied phrasings; calibrated on the model's answers held apart.
+Fitted on the model's own answers (from the corpus: its refusals and its
+compliant answers), authored refusals in varied phrasings and other chat
+models' refusals and compliances (JailbreakBench, two models held apart);
+calibrated on the model's compliant answers held apart. Features (latents or
+the residual) and the window come from the spec.
 """
 
 from __future__ import annotations
@@ -10,19 +13,19 @@ import json
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from latentwatch.detectors.base import DetectorSpec
+from latentwatch.detectors.kinds import kind_of
 from latentwatch.detectors.saes import LoadedSAE
 from latentwatch.models import LoadedModel
 from latentwatch.training.corpus import read_jsonl
 from latentwatch.training.evaluate import threshold_at_fpr
 from latentwatch.training.probes import (
     HARD_NEGATIVE_WEIGHT,
-    fit_sparse_probe,
+    batched_response_windows,
+    fit_probe,
     is_refusal_calibration,
     refusal_training_rows,
-    response_windows,
 )
 from latentwatch.training.recipes import RecipeInputs, recipe
 
@@ -30,36 +33,32 @@ from latentwatch.training.recipes import RecipeInputs, recipe
 def train_refusal(lm: LoadedModel, sae: LoadedSAE, spec_path: Path, corpus: list[list[dict]]) -> dict:
     """Fit the refusal probe on response windows; calibrate on model answers held apart."""
     spec = DetectorSpec.from_yaml(spec_path)
-    window = int(spec.params.get("window", 8))
+    params = kind_of(spec).parse_params(spec)
     rows = refusal_training_rows(corpus, "train")
     calib = [r for r in rows if is_refusal_calibration(r)]
     fit = [r for r in rows if not is_refusal_calibration(r)]
     feats, ys, ws = [], [], []
-    for r in tqdm(fit, desc="refusal windows", unit="response", leave=False):
-        z = response_windows(lm, sae, r["messages"], r["response"], window, r.get("refusal_start", 0))
+    for r, z in zip(fit, batched_response_windows(lm, sae, fit, params.window, params.features), strict=True):
         if r["label"] == 0:
             z = z[::3]  # compliant answers are long; every third window is plenty
         feats.append(z)
         ys += [float(r["label"])] * len(z)
         hard = r["kind"] in ("sorry_lookalike", "compliant_authored")
         ws += [HARD_NEGATIVE_WEIGHT if hard else 1.0] * len(z)
-    probe = fit_sparse_probe(torch.cat(feats), torch.tensor(ys), torch.tensor(ws))
-    probe.save(spec.artifact(spec.params["probe"]))
-    benign = torch.tensor(
-        [
-            float(probe.scores(response_windows(lm, sae, r["messages"], r["response"], window)).max())
-            for r in tqdm(calib, desc="calibrating", unit="response", leave=False)
-        ]
-    )
-    source = "the bundled model's own answers to train-split prompts, held apart from probe fitting"
-    spec.calibrated(threshold_at_fpr(benign, spec.target_fpr), len(calib), source)
+    probe = fit_probe(torch.cat(feats), torch.tensor(ys), torch.tensor(ws), params.features)
+    probe.save(spec.artifact(params.probe))
+    windows = batched_response_windows(lm, sae, calib, params.window, params.features)
+    benign = torch.tensor([float(probe.scores(z).max()) for z in windows if len(z)])
+    source = "the model's own answers to train-split prompts, held apart from probe fitting"
+    spec.calibrated(threshold_at_fpr(benign, spec.target_fpr), len(benign), source)
     spec_path.write_text(spec.to_yaml())
+    kinds = sorted({r["kind"] for r in fit})
     report = {
-        "latents": len(probe.indices),
+        "features": params.features,
         "threshold": spec.threshold,
-        "fit_responses": len(fit),
+        "fit_responses": {k: sum(r["kind"] == k for r in fit) for k in kinds},
         "fit_windows": len(ys),
-        "calibration_responses": len(calib),
+        "calibration_responses": len(benign),
     }
     print(json.dumps(report, indent=2))
     return report
