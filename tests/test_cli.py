@@ -122,3 +122,12 @@ def test_an_unknown_model_is_a_usage_error_naming_the_bundled_models(tmp_path, m
     assert r.returncode == 2, r.stderr
     assert "no-such-model" in r.stderr and "smollm2-135m-instruct" in r.stderr and "checkpoint" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_model_without_a_detector_pack_is_a_usage_error_saying_how_to_make_one(tmp_path):
+    data = tmp_path / "ok.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    r = run_cli("score", str(data), "--model", "gemma3-270m")  # a bundled model, but no pack fitted for it
+    assert r.returncode == 2, r.stderr
+    assert "no detector pack for model 'gemma3-270m'" in r.stderr and "latentwatch fit" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -74,8 +74,9 @@ def cmd_score(args) -> int:
             n = score_file_ray(path, out, args.model, cfg.spec_paths(args.model), cfg.detectors or None, address,
                                args.workers, args.batch_size)  # fmt: skip
         else:
+            lm = load_model(args.model)  # first: an unknown model's sentence says how to name one
             engine = Engine.from_specs(cfg.spec_paths(args.model), only=cfg.detectors or None)
-            n = score_file(engine, load_model(args.model), path, out, args.batch_size)
+            n = score_file(engine, lm, path, out, args.batch_size)
     finally:
         if args.output:
             out.close()

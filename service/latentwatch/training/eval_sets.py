@@ -89,7 +89,9 @@ def answers(lm: LoadedModel, prompts: list[list[dict]], corpus: Path, response_t
     """The model's greedy answers to ``prompts``: from the corpus's held-out twin where
     it answered the same prompt, generated for the rest."""
     held = heldout_path(corpus)
-    known = {json.dumps(t[:-1]): t for t in (read_jsonl(held) if held.exists() else []) if t[-1]["role"] == "assistant"}
+    others = {r["response"] for r in jbb_rows("test")}  # other chat models' answers there are not the model's
+    known = {json.dumps(t[:-1]): t for t in (read_jsonl(held) if held.exists() else [])
+             if t[-1]["role"] == "assistant" and t[-1]["content"] not in others}  # fmt: skip
     missing = [p for p in prompts if json.dumps(p) not in known]
     for t in generate_responses(lm, missing, response_tokens) if missing else []:
         known[json.dumps(t[:-1])] = t

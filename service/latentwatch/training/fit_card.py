@@ -85,6 +85,9 @@ def render_card(opts, state: dict, sae_name: str) -> str:
         lines += ["## The latents alerts name first", ""]
         lines += [f"- `{n}`: {s}" for n, s in sigs.items() if s]
         lines += [""]
+    notes = opts.out / "NOTES.md"  # what a person measured or noticed beyond the run: kept across refits
+    if notes.exists():
+        lines += [notes.read_text().strip(), ""]
     lines += ["## Wall time (2-core CPU machine)", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v.get('seconds')} |" for k, v in state.items() if isinstance(v, dict)]
     lines += [

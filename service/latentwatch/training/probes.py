@@ -216,9 +216,14 @@ def refusal_training_rows(corpus: list[list[dict]], split: str) -> list[dict]:
     for prompt in harmful:
         if generic:
             rows.append({"messages": [{"role": "user", "content": prompt}], **_resp(rng.choice(generic))})
+    # The corpus also holds other chat models' answers (for the SAE); they come in below
+    # with their judge labels, not as the model's own answers.
+    others = {r["response"] for sp in ("train", "test") for r in jbb_rows(sp)}
     for t in corpus:
         user, answer = t[0]["content"], t[-1]
         if answer["role"] != "assistant" or not answer["content"] or split_of(user) != split:
+            continue
+        if answer["content"] in others:
             continue
         if opens_with_refusal(answer["content"]):
             rows.append({"messages": t[:-1], "response": answer["content"], "label": 1, "kind": "model_refusal",
