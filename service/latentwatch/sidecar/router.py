@@ -37,7 +37,7 @@ class Router:
 
     def engine_for_model(self, model_id: str) -> Engine:
         if ANY_MODEL in self.engines or not model_id:  # no model named: the first configured one
-            return next(iter(self.engines.values()))
+            return self.default
         name = model_id if model_id in self.engines else pack_name(model_id)
         if name not in self.engines:
             raise MonitorError(
@@ -51,12 +51,26 @@ class Router:
         """The engine of a started request; an unknown one goes to any engine, whose
         own check answers with the usual FAILED_PRECONDITION sentence."""
         with self._lock:
-            return self._owner.get(request_id) or next(iter(self.engines.values()))
+            return self._owner.get(request_id) or self.default
 
     def detectors_of(self, model_id: str | None = None) -> list[tuple[str, Detector]]:
         """(model, detector) of one model, or of every model when ``model_id`` is empty."""
         engines = {model_id: self.engine_for_model(model_id)} if model_id else self.engines
         return [(m, d) for m, e in engines.items() for d in e.detectors]
+
+    @property
+    def default(self) -> Engine:
+        """The first configured model's engine (what an empty model_id gets)."""
+        return next(iter(self.engines.values()))
+
+    @property
+    def hook_names(self) -> list[str]:
+        """The first model's monitored layers (a capture client for that model hooks these)."""
+        return self.default.hook_names
+
+    @property
+    def heads(self) -> list[str]:
+        return self.default.heads
 
     @property
     def detectors(self) -> list[Detector]:
@@ -116,7 +130,7 @@ class Router:
             self._owner.pop(request_id, None)
         return out
 
-    def score(self, request_id: str, model_id: str, spans: list[Span], chunks, attention, text) -> Outcome:
+    def score(self, request_id: str, model_id: str, spans: list[Span], chunks, attention=(), text=()) -> Outcome:
         return self.engine_for_model(model_id).score(request_id, model_id, spans, chunks, attention, text)
 
     def expire(self) -> int:
