@@ -163,8 +163,8 @@ def test_bearer_token_guards_every_rpc_but_health(tmp_path):
 def test_capture_client_streams_over_tls_with_a_token(tmp_path, pki):
     cert, key = pki["server"]
     sc = SidecarThread(make_config(tmp_path, tls_cert=cert, tls_key=key, auth_token=TOKEN))
-    right = GrpcMonitorClient(sc.address, "m", auth=ClientAuth(root_ca=pki["ca"][0], token=TOKEN))
-    wrong = GrpcMonitorClient(sc.address, "m", auth=ClientAuth(root_ca=pki["ca"][0], token="wrong"))
+    right = GrpcMonitorClient(sc.address, "smollm2-135m-instruct", auth=ClientAuth(root_ca=pki["ca"][0], token=TOKEN))
+    wrong = GrpcMonitorClient(sc.address, "smollm2-135m-instruct", auth=ClientAuth(root_ca=pki["ca"][0], token="wrong"))
     try:
         for client in (right, wrong):
             client.start_request("r1", [])
