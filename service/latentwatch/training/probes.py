@@ -37,21 +37,6 @@ MAX_PROMPT_CHARS = 1500  # longer jailbreak prompts stay out (they would dominat
 
 
 @torch.no_grad()
-def user_features(lm: LoadedModel, sae: LoadedSAE, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean-pooled (SAE latents, raw residual) of each prompt's user tokens (forwards batched)."""
-    cts = [tokenize_chat(lm.tokenizer, [{"role": "user", "content": p}]) for p in prompts]
-    lat: list[torch.Tensor] = [torch.empty(0)] * len(prompts)
-    raw: list[torch.Tensor] = [torch.empty(0)] * len(prompts)
-    forwards = batched_rows(lm, [ct.input_ids for ct in cts], [sae.hook_name])
-    for i, rows in tqdm(forwards, total=len(prompts), desc="features", unit="prompt", leave=False):
-        pos = [t for s in cts[i].spans if s.role == pb.SPAN_ROLE_USER for t in range(max(s.start, 1), s.end)]
-        x = rows[sae.hook_name][pos]
-        lat[i] = sae.encode(x)[0].mean(0)
-        raw[i] = x.mean(0)
-    return torch.stack(lat), torch.stack(raw)
-
-
-@torch.no_grad()
 def prompt_features(lm: LoadedModel, sae: LoadedSAE, prompts: list[str], params) -> tuple[torch.Tensor, torch.Tensor]:
     """(pooled SAE latents, pooled raw residual) of each prompt, pooled as a
     prompt-side ``latent_probe`` with ``params`` pools them (``mean`` over the
