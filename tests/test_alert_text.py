@@ -4,6 +4,7 @@ land: a real Redis stream, WatchAlerts subscribers and the SQLite file."""
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import threading
 
@@ -80,6 +81,12 @@ def test_alert_text_modes_in_redis_and_watchers(tmp_path, lm, redis_url, mode):
     assert SECRET_WORDS in flagged  # the alert's span covers the words, so what follows is a real test
     want = {"none": "", "hashed": "sha256:" + hashlib.sha256(flagged.encode()).hexdigest(), "full": flagged}[mode]
     assert fields["text"] == want and watched.text == want
+    # Attribution: positions always; each token's own text only under full.
+    attribution = json.loads(fields["attribution"])
+    assert attribution and [(a.position, a.text) for a in watched.attribution] == [
+        (a["position"], a["text"]) for a in attribution
+    ]
+    assert [a["text"] for a in attribution] == [pieces[a["position"]] if mode == "full" else "" for a in attribution]
     if mode != "full":
         assert not any(SECRET_WORDS in v for v in fields.values())
         assert SECRET_WORDS not in str(watched)

@@ -4,6 +4,7 @@ compliance by absence, and the calibrate / eval commands."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -211,3 +212,21 @@ def test_window_pooling_scores_every_window_across_chunk_boundaries():
         got = det.score(state, True, {})
         assert (got.token_start, got.token_end) == want[1:], cuts
         assert got.value == pytest.approx(want[0], rel=1e-5), cuts
+
+
+def test_attribution_shares_add_up_to_each_probe_logit(engine, lm):
+    """Mean (harmful_request) and window (refusal) pooling: the tokens' shares plus the bias
+    give back the score's logit exactly, and the absence rule hands on the trigger's tokens
+    and marks the response window where the refusal was expected."""
+    v = final(engine, lm, HARMFUL, COMPLIANT)
+    for name in ("harmful_request", "refusal"):
+        det = next(d for d in engine.detectors if d.name == name)
+        shares = v[name].attribution
+        assert shares and all(v[name].token_start <= a.position < v[name].token_end for a in shares)
+        logit = math.log(v[name].score / (1 - v[name].score))
+        assert sum(a.contribution for a in shares) + det.bias == pytest.approx(logit, abs=1e-3)
+    hc = v["harmful_compliance"]
+    assert [a for a in hc.attribution if not a.expected] == v["harmful_request"].attribution
+    window = [a.position for a in hc.attribution if a.expected]
+    within = next(d for d in engine.detectors if d.name == "harmful_compliance").within
+    assert window == list(range(hc.token_start, hc.token_start + within))

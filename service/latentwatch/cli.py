@@ -281,6 +281,29 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def cmd_explain_alert(args) -> int:
+    from latentwatch.export import explain_alert as ea
+    from latentwatch.export.redis_client import redis_client
+
+    cfg = _config(args)
+    if cfg.redis_url and not args.sqlite:
+        import redis
+
+        try:
+            client = redis_client(cfg.redis_url, cfg.redis_cluster, decode_responses=True)
+            alert = ea.from_redis(client, cfg.redis_stream, args.alert_id)
+        except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+            print(f"latentwatch explain-alert: Redis at {cfg.redis_url}: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+    else:
+        alert = ea.from_sqlite(Path(cfg.sqlite_path), args.alert_id)
+    print(ea.render_terminal(alert, color=sys.stdout.isatty() and not args.no_color))
+    if args.html:
+        Path(args.html).write_text(ea.render_html(alert))
+        print(f"wrote {args.html}")
+    return 0
+
+
 def cmd_inspect(args) -> int:
     from latentwatch.detectors.packs import sae_dirs
     from latentwatch.detectors.saes import load_sae
@@ -414,6 +437,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("latent", type=int)
     sp.add_argument("--sae", default="smollm2-135m-instruct-l12")
     sp.set_defaults(fn=cmd_explain)
+
+    sp = sub.add_parser("explain-alert", help="show the tokens behind an alert (SQLite file or Redis stream)")
+    sp.add_argument("alert_id", help="the alert's id, or its first 8+ characters")
+    sp.add_argument("--config", help="YAML settings file: where the sidecar puts its alerts")
+    sp.add_argument("--sqlite", help="the SQLite alert file (default: the configured one)")
+    sp.add_argument("--redis-url", help="read the alert from this Redis's stream instead")
+    sp.add_argument("--html", help="also write a self-contained HTML page here")
+    sp.add_argument("--no-color", action="store_true", help="plain text: [token|share] instead of colours")
+    sp.set_defaults(fn=cmd_explain_alert)
 
     sp = sub.add_parser("inspect", help="show which latents fire on which tokens of a text")
     sp.add_argument("text")

@@ -6,8 +6,9 @@ Input: one JSON object per line with
   ``response``  the assistant's answer to teacher-force (optional; or give it
                 as the last ``assistant`` message)
   ``id``        a record id echoed in the output (optional; default: line number)
-Output: one JSON line per record with each detector's final score, flag and
-evidence. No server is needed: the engine runs in-process.
+Output: one JSON line per record with each detector's final score, flag,
+evidence and ``top_tokens`` (the token positions carrying most of the score,
+with their shares of its logit). No server is needed: the engine runs in-process.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from latentwatch.capture.chat import tokenize_chat
 from latentwatch.capture.teacher_forced import transcript_rows
 from latentwatch.models import LoadedModel
 from latentwatch.sidecar.engine import Chunk, Engine
+
+TOP_TOKENS = 8  # attributed positions each detector's output lists
 
 
 class RecordError(ValueError):
@@ -107,6 +110,11 @@ def _output(request_id: str, verdicts) -> dict:
                         "missing": e.missing,
                     }
                     for e in v.evidence
+                ],
+                "top_tokens": [
+                    {"position": a.position, "contribution": round(a.contribution, 4)}
+                    for a in sorted(v.attribution, key=lambda a: -a.contribution)[:TOP_TOKENS]
+                    if not a.expected
                 ],
             }
             for v in verdicts

@@ -153,12 +153,28 @@ class Evidence:
 
 
 @dataclass
+class Attribution:
+    """One token's share of a score: what ``latentwatch explain-alert`` highlights.
+
+    For a linear probe over pooled rows the shares are exact: pooling is a mean,
+    so the logit (bias aside) is the sum of each pooled token's own probe logit
+    divided by the number pooled. Absence rules add the positions where the
+    expected signal was looked for (``expected``, share 0)."""
+
+    position: int
+    contribution: float
+    text: str = ""  # the token's text, only on alerts and only as alert_text allows
+    expected: bool = False
+
+
+@dataclass
 class Score:
     value: float
     token_start: int
     token_end: int
     evidence: list[Evidence] = field(default_factory=list)
     explanation: str = ""
+    attribution: list[Attribution] = field(default_factory=list)  # by position
 
 
 @dataclass

@@ -7,7 +7,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-from latentwatch.detectors.base import Evidence
+from latentwatch.detectors.base import Attribution, Evidence
 from latentwatch.v1 import monitor_pb2 as pb
 
 
@@ -24,10 +24,12 @@ class Verdict:
     low_confidence: bool = False
     evidence: list[Evidence] = field(default_factory=list)
     explanation: str = ""
+    attribution: list[Attribution] = field(default_factory=list)
 
     def to_pb(self) -> pb.Verdict:
         d = asdict(self)
         d["evidence"] = [pb.LatentEvidence(**e) for e in d["evidence"]]
+        d["attribution"] = [pb.TokenAttribution(**a) for a in d["attribution"]]
         return pb.Verdict(**d)
 
     @classmethod
@@ -46,6 +48,7 @@ class Verdict:
                 Evidence(e.sae_id, e.index, e.activation, e.contribution, e.label, e.missing) for e in v.evidence
             ],
             explanation=v.explanation,
+            attribution=[Attribution(a.position, a.contribution, a.text, a.expected) for a in v.attribution],
         )
 
 
@@ -67,6 +70,7 @@ class AlertRecord:
     explanation: str = ""
     text: str = ""  # the flagged tokens' text, already redacted per alert_text (latentwatch.export.redaction)
     alert_id: str = ""
+    attribution: list[Attribution] = field(default_factory=list)  # token texts redacted alike
 
     def __post_init__(self) -> None:
         if not self.alert_id:
@@ -80,6 +84,7 @@ class AlertRecord:
     def from_dict(cls, d: dict) -> AlertRecord:
         d = dict(d)
         d["evidence"] = [Evidence(**e) for e in d.get("evidence", [])]
+        d["attribution"] = [Attribution(**a) for a in d.get("attribution", [])]
         return cls(**d)
 
     def to_json(self) -> str:
@@ -88,6 +93,7 @@ class AlertRecord:
     def to_pb(self) -> pb.Alert:
         d = self.to_dict()
         d["evidence"] = [pb.LatentEvidence(**e) for e in d["evidence"]]
+        d["attribution"] = [pb.TokenAttribution(**a) for a in d["attribution"]]
         return pb.Alert(**d)
 
 

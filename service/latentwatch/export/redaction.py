@@ -11,11 +11,17 @@ here, once, before any sink sees the alert:
   without storing it. An unsalted hash of a short text can be confirmed by guessing it, so this
   hides text from casual reading, not from someone who can guess candidate texts.
 - ``full``: the text itself, cut at ``EXCERPT_MAX_CHARS``.
+
+An alert's attribution names token positions always, and each token's own text
+only under ``full``: one token's hash would be guessed at once.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
+
+from latentwatch.detectors.base import Attribution
 
 ALERT_TEXT_MODES = ("none", "hashed", "full")
 EXCERPT_MAX_CHARS = 2000
@@ -35,3 +41,10 @@ def redact(pieces: list[str], mode: str) -> str:
     if mode == "hashed":
         return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
     return text if len(text) <= EXCERPT_MAX_CHARS else text[: EXCERPT_MAX_CHARS - 1] + "…"
+
+
+def attributed(attribution: list[Attribution], text: dict[int, str], mode: str) -> list[Attribution]:
+    """``attribution`` with each token's text filled in as ``mode`` allows (only ``full`` does)."""
+    if mode != "full":
+        return [replace(a, text="") for a in attribution]
+    return [replace(a, text=text.get(a.position, "")) for a in attribution]

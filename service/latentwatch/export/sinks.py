@@ -25,6 +25,7 @@ from latentwatch.export.redis_client import redis_client
 from latentwatch.export.spool import AlertSpool
 
 log = logging.getLogger(__name__)
+JSON_FIELDS = ("evidence", "attribution")  # alert fields stored as JSON text (SQLite columns, stream fields)
 
 
 class AlertSink(Protocol):
@@ -53,14 +54,15 @@ class SQLiteSink:
         )
         # Columns added since the first schema: new files and files written before get them alike.
         have = {row[1] for row in self._db.execute("PRAGMA table_info(alerts)")}
-        for column in ("explanation", "text"):
+        for column, default in (("explanation", "''"), ("text", "''"), ("attribution", "'[]'")):
             if column not in have:
-                self._db.execute(f"ALTER TABLE alerts ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+                self._db.execute(f"ALTER TABLE alerts ADD COLUMN {column} TEXT NOT NULL DEFAULT {default}")
         self._db.commit()
 
     def emit(self, alert: AlertRecord) -> None:
         d = alert.to_dict()
-        d["evidence"] = json.dumps(d["evidence"])
+        for k in JSON_FIELDS:
+            d[k] = json.dumps(d[k])
         d["low_confidence"] = int(d["low_confidence"])
         columns = ", ".join(d)
         with self._lock:
@@ -76,7 +78,8 @@ class SQLiteSink:
             cols = [c[0] for c in cur.description]
             rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
         for r in rows:
-            r["evidence"] = json.loads(r["evidence"])
+            for k in JSON_FIELDS:
+                r[k] = json.loads(r[k])
             r["low_confidence"] = bool(r["low_confidence"])
         return [AlertRecord.from_dict(r) for r in rows]
 
@@ -141,7 +144,8 @@ class RedisStreamSink:
     @staticmethod
     def fields(alert: AlertRecord) -> dict[str, str]:
         d = alert.to_dict()
-        d["evidence"] = json.dumps(d["evidence"])
+        for k in JSON_FIELDS:
+            d[k] = json.dumps(d[k])
         d["low_confidence"] = int(d["low_confidence"])
         return {k: str(v) for k, v in d.items()}
 
@@ -151,7 +155,8 @@ class RedisStreamSink:
         Fields this version does not know are ignored (the schema grows additively)."""
         known = {f.name for f in dataclasses.fields(AlertRecord)}
         d: dict = {k: v for k, v in fields.items() if k in known}
-        d["evidence"] = json.loads(d.get("evidence", "[]"))
+        for k in JSON_FIELDS:
+            d[k] = json.loads(d.get(k, "[]"))
         d["low_confidence"] = d.get("low_confidence") == "1"
         for k in ("score", "threshold", "timestamp"):
             d[k] = float(d[k])

@@ -24,7 +24,7 @@ from latentwatch.detectors.kinds import build, kind_of, load_spec
 from latentwatch.detectors.packs import pack, sae_dirs
 from latentwatch.detectors.records import AlertRecord, Outcome, Verdict
 from latentwatch.detectors.saes import MIN_TOKENS_FOR_CONFIDENCE, LoadedSAE, fvu, load_sae
-from latentwatch.export.redaction import check_mode, redact
+from latentwatch.export.redaction import attributed, check_mode, redact
 from latentwatch.v1 import monitor_pb2 as pb
 from latentwatch.wire.errors import MonitorError, invalid
 
@@ -376,6 +376,7 @@ class Engine:
             low_confidence=session.low_confidence,
             evidence=s.evidence,
             explanation=s.explanation,
+            attribution=s.attribution,
         )
         if flagged and det.name not in session.flagged:
             session.flagged.add(det.name)
@@ -396,6 +397,7 @@ class Engine:
                         text=redact(
                             [session.text.get(p, "") for p in range(s.token_start, s.token_end)], self.alert_text
                         ),
+                        attribution=attributed(s.attribution, session.text, self.alert_text),
                     )
                 )
         elif not final and det.name in session.flagged:

@@ -11,6 +11,7 @@ from latentwatch.capture.chat import tokenize_chat
 from latentwatch.capture.teacher_forced import residual_rows
 from latentwatch.detectors.packs import sae_dirs
 from latentwatch.detectors.saes import LoadedSAE, load_sae
+from latentwatch.export.html import page, shade
 from latentwatch.models import LoadedModel
 from latentwatch.training.labels import CONTEXTS_FILE
 
@@ -56,18 +57,16 @@ def render_table(sae: LoadedSAE, rows) -> str:
 def render_html(sae: LoadedSAE, text: str, rows) -> str:
     """A self-contained page: tokens shaded by their strongest latent, details on hover."""
     peak = max((v for _, lat in rows for _, v in lat), default=1.0) or 1.0
-    spans = []
-    for token, latents in rows:
-        strength = latents[0][1] / peak if latents else 0.0
-        title = "\n".join(f"{i}: {v:.2f} {sae.label(i)}" for i, v in latents)
-        spans.append(
-            f'<span title="{html.escape(title)}" style="background: rgba(220,60,40,{strength:.2f})">'
-            f"{html.escape(token)}</span>"
+    spans = [
+        shade(
+            token,
+            latents[0][1] / peak if latents else 0.0,
+            "\n".join(f"{i}: {v:.2f} {sae.label(i)}" for i, v in latents),
         )
-    return (
-        "<!doctype html><meta charset='utf-8'><title>latentwatch inspect</title>"
-        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
-        "div.t{font-family:monospace;white-space:pre-wrap;line-height:1.8}</style>"
+        for token, latents in rows
+    ]
+    return page(
+        "latentwatch inspect",
         f"<h1>{html.escape(sae.sae_id)}</h1><p>{html.escape(text)}</p>"
-        f"<div class='t'>{''.join(spans)}</div><p>Hover a token for its top latents and their labels.</p>"
+        f"<div class='t'>{''.join(spans)}</div><p>Hover a token for its top latents and their labels.</p>",
     )

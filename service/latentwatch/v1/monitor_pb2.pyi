@@ -129,8 +129,20 @@ class LatentEvidence(_message.Message):
     missing: bool
     def __init__(self, sae_id: _Optional[str] = ..., index: _Optional[int] = ..., activation: _Optional[float] = ..., contribution: _Optional[float] = ..., label: _Optional[str] = ..., missing: _Optional[bool] = ...) -> None: ...
 
+class TokenAttribution(_message.Message):
+    __slots__ = ("position", "contribution", "text", "expected")
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    contribution: float
+    text: str
+    expected: bool
+    def __init__(self, position: _Optional[int] = ..., contribution: _Optional[float] = ..., text: _Optional[str] = ..., expected: _Optional[bool] = ...) -> None: ...
+
 class Verdict(_message.Message):
-    __slots__ = ("request_id", "detector", "score", "threshold", "flagged", "token_start", "token_end", "final", "low_confidence", "evidence", "explanation")
+    __slots__ = ("request_id", "detector", "score", "threshold", "flagged", "token_start", "token_end", "final", "low_confidence", "evidence", "explanation", "attribution")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DETECTOR_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -142,6 +154,7 @@ class Verdict(_message.Message):
     LOW_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     detector: str
     score: float
@@ -153,7 +166,8 @@ class Verdict(_message.Message):
     low_confidence: bool
     evidence: _containers.RepeatedCompositeFieldContainer[LatentEvidence]
     explanation: str
-    def __init__(self, request_id: _Optional[str] = ..., detector: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., flagged: _Optional[bool] = ..., token_start: _Optional[int] = ..., token_end: _Optional[int] = ..., final: _Optional[bool] = ..., low_confidence: _Optional[bool] = ..., evidence: _Optional[_Iterable[_Union[LatentEvidence, _Mapping]]] = ..., explanation: _Optional[str] = ...) -> None: ...
+    attribution: _containers.RepeatedCompositeFieldContainer[TokenAttribution]
+    def __init__(self, request_id: _Optional[str] = ..., detector: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., flagged: _Optional[bool] = ..., token_start: _Optional[int] = ..., token_end: _Optional[int] = ..., final: _Optional[bool] = ..., low_confidence: _Optional[bool] = ..., evidence: _Optional[_Iterable[_Union[LatentEvidence, _Mapping]]] = ..., explanation: _Optional[str] = ..., attribution: _Optional[_Iterable[_Union[TokenAttribution, _Mapping]]] = ...) -> None: ...
 
 class StreamError(_message.Message):
     __slots__ = ("request_id", "code", "message")
@@ -238,7 +252,7 @@ class WatchAlertsRequest(_message.Message):
     def __init__(self, detectors: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Alert(_message.Message):
-    __slots__ = ("alert_id", "request_id", "model_id", "detector", "score", "threshold", "token_start", "token_end", "evidence", "timestamp", "low_confidence", "explanation", "text")
+    __slots__ = ("alert_id", "request_id", "model_id", "detector", "score", "threshold", "token_start", "token_end", "evidence", "timestamp", "low_confidence", "explanation", "text", "attribution")
     ALERT_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -252,6 +266,7 @@ class Alert(_message.Message):
     LOW_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     alert_id: str
     request_id: str
     model_id: str
@@ -265,4 +280,5 @@ class Alert(_message.Message):
     low_confidence: bool
     explanation: str
     text: str
-    def __init__(self, alert_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model_id: _Optional[str] = ..., detector: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., token_start: _Optional[int] = ..., token_end: _Optional[int] = ..., evidence: _Optional[_Iterable[_Union[LatentEvidence, _Mapping]]] = ..., timestamp: _Optional[float] = ..., low_confidence: _Optional[bool] = ..., explanation: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+    attribution: _containers.RepeatedCompositeFieldContainer[TokenAttribution]
+    def __init__(self, alert_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model_id: _Optional[str] = ..., detector: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., token_start: _Optional[int] = ..., token_end: _Optional[int] = ..., evidence: _Optional[_Iterable[_Union[LatentEvidence, _Mapping]]] = ..., timestamp: _Optional[float] = ..., low_confidence: _Optional[bool] = ..., explanation: _Optional[str] = ..., text: _Optional[str] = ..., attribution: _Optional[_Iterable[_Union[TokenAttribution, _Mapping]]] = ...) -> None: ...

@@ -13,6 +13,9 @@ also be ``span:ROLE``, satisfied when the request declares a non-empty span
 of that role, e.g. ``span:context`` for "context was supplied"),
 ``within_tokens`` (default 24), ``watch_role`` (default ``response``).
 
+Attribution: the trigger's tokens with their shares, plus the positions of the
+window where the expected signal was looked for (marked ``expected``).
+
 Score: ``0.5 + 0.5 * min(trigger margin, absence margin)``, each margin
 normalised to [-1, 1] around its detector's threshold, so the score is 0.5
 exactly where the rule starts to hold, grows as the trigger is surer and the
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from latentwatch.detectors.base import Detector, Score, Span, TokenRows, Upstream, role_id
+from latentwatch.detectors.base import Attribution, Detector, Score, Span, TokenRows, Upstream, role_id
 from latentwatch.detectors.kinds import register
 
 
@@ -126,10 +129,13 @@ class Absence(Detector):
             else f"rule does not hold: {self.trigger} {trig.score.value:.2f} (threshold {trig.threshold:.2f}), "
             f"{self.expected} {exp_value:.2f} (threshold {exp.threshold:.2f})"
         )
+        holds = value >= 0.5
+        window = [Attribution(p, 0.0, expected=True) for p in range(start, min(end, start + self.within))]
         return Score(
             value=value,
             token_start=start,
             token_end=end,
-            evidence=[*trig.score.evidence, *missing] if value >= 0.5 else [],
+            evidence=[*trig.score.evidence, *missing] if holds else [],
             explanation=explanation,
+            attribution=[*trig.score.attribution, *window] if holds else [],
         )

@@ -16,6 +16,8 @@ each verdict can name the latents that carried it. Parameters:
   generalises better than a sparse one. Its score is still explained by
   latents: latent j's share is its pooled activation times its decoder row's
   projection on the direction (exact up to the SAE's reconstruction error).
+- Attribution: each pooled token's exact share of the logit (its own probe
+  logit over the number pooled), for the tokens of the scored span.
 - ``probe``: safetensors file with ``indices``, ``weights``, ``bias`` and the
   standardisation ``mean`` and ``scale`` of the selected features.
 """
@@ -26,11 +28,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from latentwatch.detectors.base import Detector, Evidence, Score, Span, TokenRows, role_id, sigmoid
+from latentwatch.detectors.base import Attribution, Detector, Evidence, Score, Span, TokenRows, role_id, sigmoid
 from latentwatch.detectors.kinds import register
 from latentwatch.detectors.probe import LinearProbe
 
 TOP_EVIDENCE = 5
+MAX_ATTRIBUTED = 128  # tokens an attribution keeps (largest shares) when a mean pools more
 
 
 @dataclass
@@ -44,6 +47,9 @@ class _State:
     tail: torch.Tensor | None = None
     tail_positions: torch.Tensor | None = None
     best: Score | None = None
+    # mean pooling: every pooled token's own probe logit, for the attribution
+    token_logits: list[torch.Tensor] = field(default_factory=list)
+    token_positions: list[torch.Tensor] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,8 @@ class LatentProbe(Detector):
         if self.pooling == "mean":
             state.total = z.sum(0) if state.count == 0 else state.total + z.sum(0)
             state.count += z.shape[0]
+            state.token_logits.append(self._token_logits(z))
+            state.token_positions.append(pos)
             return
         if self.pooling == "tail":
             rows_ = z if state.tail is None else torch.cat([state.tail, z])
@@ -140,9 +148,10 @@ class LatentProbe(Detector):
         pooled = ((sums[ends] - sums[starts]) / (ends - starts).unsqueeze(1)).float()
         values = self.probe.contributions(pooled[:, : len(self.indices)]).sum(1) + self.bias
         j = int(torch.argmax(values))  # the first of the chunk's best windows
-        candidate = self._score(pooled[j], int(positions[starts[j]]), int(positions[ends[j] - 1]) + 1)
-        if state.best is None or candidate.value > state.best.value:
-            state.best = candidate
+        if state.best is None or sigmoid(float(values[j])) > state.best.value:
+            span = slice(int(starts[j]), int(ends[j]))
+            state.best = self._score(pooled[j], int(positions[span.start]), int(positions[span.stop - 1]) + 1)
+            state.best.attribution = _attribution(positions[span], self._token_logits(rows[span]))
         keep = rows.shape[0] - min(self.window - 1, rows.shape[0])
         state.tail, state.tail_positions = rows[keep:], positions[keep:]
 
@@ -155,8 +164,17 @@ class LatentProbe(Detector):
         if not (complete or final):
             return None
         if self.pooling == "tail":
-            return self._score(state.tail.mean(0), int(state.tail_positions[0]), state.last + 1)
-        return self._score(state.total / state.count, state.first, state.last + 1)
+            score = self._score(state.tail.mean(0), int(state.tail_positions[0]), state.last + 1)
+            score.attribution = _attribution(state.tail_positions, self._token_logits(state.tail))
+            return score
+        score = self._score(state.total / state.count, state.first, state.last + 1)
+        score.attribution = _attribution(torch.cat(state.token_positions), torch.cat(state.token_logits))
+        return score
+
+    def _token_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Each row's own probe logit, bias aside: the mean of these over the pooled
+        rows is the pooled logit (the probe is affine), so a row's share is this / n."""
+        return self.probe.contributions(z[:, : len(self.indices)].float()).sum(1)
 
     def _score(self, pooled: torch.Tensor, start: int, end: int) -> Score:
         n = len(self.indices)
@@ -180,3 +198,11 @@ class LatentProbe(Detector):
             if shares[i] > 0
         ]
         return Score(value=value, token_start=start, token_end=end, evidence=evidence)
+
+
+def _attribution(positions: torch.Tensor, token_logits: torch.Tensor) -> list[Attribution]:
+    """The pooled tokens' shares of the logit, in position order (the largest
+    ``MAX_ATTRIBUTED`` by size when more were pooled)."""
+    shares = token_logits / max(len(token_logits), 1)
+    keep = torch.argsort(shares.abs(), descending=True)[:MAX_ATTRIBUTED].sort().values
+    return [Attribution(int(positions[i]), float(shares[i])) for i in keep.tolist()]
