@@ -304,6 +304,19 @@ def cmd_explain_alert(args) -> int:
     return 0
 
 
+def cmd_label_latents(args) -> int:
+    from latentwatch.detectors.packs import sae_dirs
+    from latentwatch.detectors.saes import load_sae
+    from latentwatch.models import load_model
+    from latentwatch.training.labels import label_latents, label_sample
+
+    sae = load_sae(args.sae, sae_dirs())
+    lm = load_model(args.model)
+    labels = label_latents(lm, sae, label_sample(Path(args.corpus) if args.corpus else None), sae.path, args.tokens)
+    print(f"labelled {len(labels)} of {sae.d_sae} latents of {sae.sae_id} (scores in {sae.path}/label_scores.json)")
+    return 0
+
+
 def cmd_inspect(args) -> int:
     from latentwatch.detectors.packs import sae_dirs
     from latentwatch.detectors.saes import load_sae
@@ -446,6 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--html", help="also write a self-contained HTML page here")
     sp.add_argument("--no-color", action="store_true", help="plain text: [token|share] instead of colours")
     sp.set_defaults(fn=cmd_explain_alert)
+
+    sp = sub.add_parser("label-latents", help="relabel an SAE's latents (input and output labels, each scored)")
+    sp.add_argument("--sae", required=True, help="the SAE (a pack's SAE name or a folder)")
+    sp.add_argument("--model", default=BUNDLED_MODEL)
+    sp.add_argument("--corpus", help="chat corpus (build-corpus); default: authored chat and dev train-split text")
+    sp.add_argument("--tokens", type=int, default=60_000, help="tokens read, half to label and half to score")
+    sp.set_defaults(fn=cmd_label_latents)
 
     sp = sub.add_parser("inspect", help="show which latents fire on which tokens of a text")
     sp.add_argument("text")

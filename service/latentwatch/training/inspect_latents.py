@@ -13,7 +13,7 @@ from latentwatch.detectors.packs import sae_dirs
 from latentwatch.detectors.saes import LoadedSAE, load_sae
 from latentwatch.export.html import page, shade
 from latentwatch.models import LoadedModel
-from latentwatch.training.labels import CONTEXTS_FILE
+from latentwatch.training.labels import CONTEXTS_FILE, SCORES_FILE
 
 
 def explain(sae_ref: str, index: int) -> str:
@@ -22,6 +22,11 @@ def explain(sae_ref: str, index: int) -> str:
     if not 0 <= index < sae.d_sae:
         raise ValueError(f"latent {index} is out of range: {sae.sae_id} has {sae.d_sae} latents")
     lines = [f"{sae.sae_id} latent {index}: {sae.label(index) or '(no label: never fired on the labelling corpus)'}"]
+    scores_path = sae.path / SCORES_FILE if sae.path is not None else None
+    scored = json.loads(scores_path.read_text()).get(str(index)) if scores_path and scores_path.exists() else None
+    if scored:  # both labels, with how well each picks the latent's contexts out of random ones
+        lines.append(f"  fires on:  {scored['input']}  (detection score {scored['input_score']})")
+        lines.append(f"  promotes:  {scored['output']}  (detection score {scored['output_score']})")
     path = sae.path / CONTEXTS_FILE if sae.path is not None else None
     contexts = json.loads(path.read_text()).get(str(index), []) if path and path.exists() else []
     for act, before, token in contexts:

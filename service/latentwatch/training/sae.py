@@ -245,12 +245,10 @@ def finalize_sae(lm, out_dir: Path, transcripts: list[list[dict]], rows: list[li
     ``mean``: the activation mean (the FVU denominator's centre). ``fvu_limit``:
     1.5x the 99th percentile of per-chunk FVU on training rows; a chunk above
     it is far outside what the SAE was trained to explain, so its request is
-    marked low-confidence. Then latent labels from top-activating contexts,
-    drawn only from text the project may store (no dev-set text).
+    marked low-confidence. Then latent labels, scored (``latentwatch.training.labels``).
     """
     from latentwatch.capture.teacher_forced import batched_residuals
     from latentwatch.detectors.saes import fvu, load_sae_dir
-    from latentwatch.training.corpus import shippable_transcripts
     from latentwatch.training.labels import label_latents
 
     loaded = load_sae_dir(out_dir)
@@ -265,4 +263,4 @@ def finalize_sae(lm, out_dir: Path, transcripts: list[list[dict]], rows: list[li
             fvus.append(fvu(err, dev))
     limit = 1.5 * float(torch.quantile(torch.tensor(fvus), 0.99))
     save_file({"mean": loaded.mean.contiguous(), "fvu_limit": torch.tensor(limit)}, str(out_dir / STATS_FILE))
-    label_latents(lm, loaded, shippable_transcripts(transcripts), out_dir)
+    label_latents(lm, loaded, transcripts, out_dir)
