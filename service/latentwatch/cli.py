@@ -255,6 +255,17 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_check_attribution(args) -> int:
+    from latentwatch.capture.score import read_records
+    from latentwatch.models import load_model
+    from latentwatch.training.attribution_check import check_attribution
+
+    engine, spec = _engine_for(args, args.detector)
+    records = [r for _, r in read_records(Path(args.data)) if r.get("label", 1) == 1][: args.limit]
+    print(json.dumps(check_attribution(engine, load_model(args.model), spec.name, records, k=args.k), indent=2))
+    return 0
+
+
 def cmd_fit(args) -> int:
     from latentwatch.training.fit import Fit, FitOptions
 
@@ -509,6 +520,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--roc", help="ROC plot PNG (default: beside the data file)")
     sp.add_argument("--model", default=BUNDLED_MODEL)
     sp.set_defaults(fn=cmd_eval)
+
+    sp = sub.add_parser("check-attribution", help="do alerts' top attributed tokens matter more than random ones?")
+    common(sp, server=False)
+    sp.add_argument("detector")
+    sp.add_argument("--data", required=True, help="JSONL records (score format); rows with label 0 are skipped")
+    sp.add_argument("--model", default=BUNDLED_MODEL)
+    sp.add_argument("--k", type=int, default=3, help="tokens deleted per trial")
+    sp.add_argument("--limit", type=int, help="first N records only")
+    sp.set_defaults(fn=cmd_check_attribution)
     return p
 
 
