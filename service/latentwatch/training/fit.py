@@ -161,8 +161,14 @@ class Fit:
             ("card", self.write_card, lambda: False),
         ]
 
-    def run(self) -> dict:
+    def run(self, until: str | None = None) -> dict:
+        """Run the stages not yet done, in order; ``until``: stop after that one."""
         stages = self.stages()
+        if until is not None:
+            names = [name for name, _, _ in stages]
+            if until not in names:
+                raise ValueError(f"no fit stage {until!r}; stages: {', '.join(names)}")
+            stages = stages[: names.index(until) + 1]
         bar = tqdm(stages, desc=f"fit {self.o.model}", unit="stage")
         for name, run, present in bar:
             bar.set_postfix_str(name)

@@ -6,6 +6,7 @@ so the card never states a figure the run did not measure."""
 from __future__ import annotations
 
 import json
+from math import nan
 
 from latentwatch.detectors.base import DetectorSpec
 
@@ -75,7 +76,8 @@ def render_card(opts, state: dict, sae_name: str) -> str:
             f"## SAE `{sae_name}`",
             "",
             f"Held-out chat ({q.get('heldout_transcripts')} transcripts, {q.get('tokens', 0):,} tokens, incl. other "
-            f"chat models' answers): FVE {1 - q['fvu']:.3f}, L0 {q['l0']:.1f}, dead latents {q['dead_fraction']:.1%}, "
+            f"chat models' answers): FVE {1 - q['fvu']:.3f} (per dimension {1 - q.get('fvu_per_dimension', nan):.3f}), "
+            f"L0 {q['l0']:.1f}, dead latents {q['dead_fraction']:.1%}, "
             f"CE increase {q['ce_increase_ratio']:.3f} of the zero-ablation gap.",
             "",
         ]

@@ -151,13 +151,22 @@ def train_sae(
         "command": spec.command(corpus.name, str(out_dir)),
         "quality": None,
     }
+    write_card(out_dir, card)
     if heldout:
-        from latentwatch.detectors.saes import load_sae_dir
-        from latentwatch.training.sae_eval import evaluate_sae
+        card = measure_quality(lm, out_dir, heldout)
+    return card
 
-        seqs = [transcript_ids(lm.tokenizer, t) for t in heldout]
-        quality = evaluate_sae(lm, load_sae_dir(out_dir), seqs)
-        card["quality"] = {"heldout_transcripts": len(heldout), **quality.as_dict()}
+
+def measure_quality(lm, out_dir: Path, heldout: list[list[dict]]) -> dict:
+    """Measure a trained SAE on held-out transcripts; record it in its card (``training.json``
+    and ``README.md``) and return the card."""
+    from latentwatch.detectors.saes import load_sae_dir
+    from latentwatch.training.sae_eval import evaluate_sae
+
+    card = json.loads((out_dir / "training.json").read_text())
+    seqs = [transcript_ids(lm.tokenizer, t) for t in heldout]
+    quality = evaluate_sae(lm, load_sae_dir(out_dir), seqs)
+    card["quality"] = {"heldout_transcripts": len(heldout), **quality.as_dict()}
     write_card(out_dir, card)
     return card
 
@@ -218,6 +227,8 @@ def write_card(out_dir: Path, card: dict) -> None:
             "| figure | value | target | met |",
             "|---|---|---|---|",
             f"| fraction of variance unexplained | {q['fvu']:.3f} | <= {TARGETS['fvu']} | {ok['fvu']} |",
+            f"| ... per dimension (each dimension's FVU, averaged) | {q.get('fvu_per_dimension', float('nan')):.3f} "
+            "| (reported) | |",
             f"| mean L0 | {q['l0']:.1f} | {TARGETS['l0_min']:.0f}-{TARGETS['l0_max']:.0f} | {ok['l0']} |",
             f"| dead latents | {q['dead_fraction']:.1%} | < {TARGETS['dead_fraction']:.0%} | {ok['dead_fraction']} |",
             f"| CE increase / zero-ablation gap | {q['ce_increase_ratio']:.3f} | <= {TARGETS['ce_increase_ratio']} "
@@ -231,7 +242,8 @@ def write_card(out_dir: Path, card: dict) -> None:
         "## Files",
         "",
         "`cfg.json` + `sae_weights.safetensors` (sae-lens), `latentwatch_stats.safetensors` (activation mean and the "
-        "low-confidence FVU bound), `labels.json` (a label per live latent), `top_contexts.json` (top-activating "
+        "low-confidence FVU bound), `labels.json` (the better-scoring label per live latent), `label_scores.json` "
+        "(its input and output labels with their detection scores), `top_contexts.json` (top-activating "
         "token windows from authored prompts and model answers only), `training.json` (this card's figures).",
         "",
     ]
