@@ -35,6 +35,7 @@ def _config(args):
         allow_insecure=getattr(args, "allow_insecure", None),
         alert_text=getattr(args, "alert_text", None),
         models=getattr(args, "models", None),
+        act=getattr(args, "act", None),
     )
 
 
@@ -83,6 +84,29 @@ def cmd_score(args) -> int:
         if args.output:
             out.close()
     print(f"scored {n} records", file=sys.stderr)
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from latentwatch.capture.generate import generate_file
+    from latentwatch.capture.score import read_records
+    from latentwatch.models import load_model
+    from latentwatch.sidecar.engine import Engine
+
+    path = Path(args.file)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    list(read_records(path))  # every line checked before the model loads
+    cfg = _config(args)
+    lm = load_model(args.model)
+    engine = Engine.from_specs(cfg.spec_paths(args.model), only=cfg.detectors or None, act=cfg.act)
+    out = open(args.output, "w") if args.output else sys.stdout
+    try:
+        n = generate_file(engine, lm, path, out, args.max_new_tokens, act=cfg.act == "steer")
+    finally:
+        if args.output:
+            out.close()
+    print(f"generated {n} responses", file=sys.stderr)
     return 0
 
 
@@ -388,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help="serve a network-reachable address without TLS and client authentication",
             )
             sp.add_argument("--alert-text", choices=["none", "hashed", "full"], help="text in alerts (default none)")
+            sp.add_argument("--act", choices=["observe", "steer"], help="hand captures the edits of act: steer specs")
 
     sp = sub.add_parser("serve", help="run the sidecar")
     common(sp)
@@ -415,6 +440,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--workers", type=int, default=1, help="with --ray: actors, one model each")
     sp.set_defaults(fn=cmd_score)
+
+    sp = sub.add_parser("generate", help="answer a JSONL file of prompts under the live monitor, acting if asked")
+    common(sp, server=False)
+    sp.add_argument("file")
+    sp.add_argument("--model", default=BUNDLED_MODEL)
+    sp.add_argument("-o", "--output", help="write JSON lines here (default stdout)")
+    sp.add_argument("--max-new-tokens", type=int, default=64)
+    sp.add_argument("--act", choices=["observe", "steer"], default="observe",
+                    help="steer: apply the edits of detectors whose specs say act: steer")  # fmt: skip
+    sp.set_defaults(fn=cmd_generate)
 
     sp = sub.add_parser("consume", help="print alerts from the Redis stream as JSON lines, as one of a consumer group")
     sp.add_argument("--config", help="YAML settings file (redis_url, redis_cluster, redis_stream)")

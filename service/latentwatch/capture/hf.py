@@ -16,6 +16,8 @@ from latentwatch.capture.client import GrpcMonitorClient
 from latentwatch.capture.local import LocalMonitor
 from latentwatch.capture.lookback import LookbackTracker, parse_heads
 from latentwatch.detectors.base import Span
+from latentwatch.detectors.records import Verdict
+from latentwatch.detectors.steering import SteerEdit
 from latentwatch.v1 import monitor_pb2 as pb
 
 if TYPE_CHECKING:
@@ -50,6 +52,13 @@ class HFCapture:
     With a ``tokenizer``, each forward's tokens are decoded and sent with the
     first hook's rows, so alerts can quote the flagged tokens where the
     sidecar's ``alert_text`` setting allows it (it keeps none by default).
+
+    With ``act=True`` it applies the edits verdicts hand over (a detector whose
+    spec says ``act: steer``, on a sidecar whose ``act`` allows it): from the
+    forward after the verdict arrives, every row of that request, and of that
+    request only, gets ``strength * ||row|| * direction`` added at the edit's
+    layer. ``actions`` records what was applied, per request. Nothing is added
+    while no request is steered.
     """
 
     def __init__(
@@ -60,8 +69,10 @@ class HFCapture:
         heads: list[str] = (),
         tokenizer: PreTrainedTokenizerBase | None = None,
         stop_ids: list[int] | None = None,
+        act: bool = False,
     ):
         self.monitor = monitor
+        self.model = model
         self.hook_names = hook_names
         self.heads = [str(h) for h in parse_heads(list(heads))]
         self._rows: list[_Row] = []
@@ -77,6 +88,33 @@ class HFCapture:
         self._handles = [model.get_submodule(name).register_forward_hook(self._hook(name)) for name in hook_names]
         self._handles.append(model.register_forward_pre_hook(self._read_tokens, with_kwargs=True))
         self._lookback = LookbackTracker(model, parse_heads(self.heads), emit=self._emit_lookback) if heads else None
+        self.actions: dict[str, list[dict]] = {}  # request id -> the actions applied to it
+        self._edits: dict[str, SteerEdit] = {}  # request id -> its edit, from its next forward on
+        self._steering: list[tuple[int, SteerEdit]] = []  # (batch row, edit) for the forward under way
+        self._steer_hooks: dict[str, torch.utils.hooks.RemovableHandle] = {}
+        if act:
+            previous = monitor.on_verdict
+
+            def on_verdict(v: Verdict) -> None:
+                if v.steer is not None:
+                    self._edits[v.request_id] = v.steer
+                    self.actions.setdefault(v.request_id, []).append(
+                        {"detector": v.detector, "action": v.action, "after_token": v.token_end}
+                    )
+                if previous is not None:
+                    previous(v)
+
+            monitor.on_verdict = on_verdict
+
+    def _steer_hook(self, name: str):
+        def fn(module, args, output) -> None:
+            hidden = output[0] if isinstance(output, tuple) else output
+            for b, edit in self._steering:
+                if edit.hook_name == name:
+                    row = hidden[b]  # a view: the edit reaches the layers above
+                    row += edit.strength * row.norm(dim=-1, keepdim=True) * edit.direction.to(row)
+
+        return fn
 
     def _hook(self, name: str):
         def fn(module, args, output) -> None:
@@ -103,6 +141,12 @@ class HFCapture:
         """Mark the rows that have finished (their input is an end token after the prompt), and
         decode the tokens this forward feeds the model (none when it is given embeddings)."""
         self._text = []
+        edits = self._edits
+        self._steering = [(b, edits[r.request_id]) for b, r in enumerate(self._rows) if r.request_id in edits]
+        for _, edit in self._steering:
+            if edit.hook_name not in self._steer_hooks:  # after the capture hook: the monitor sees unedited rows
+                hook = self.model.get_submodule(edit.hook_name).register_forward_hook(self._steer_hook(edit.hook_name))
+                self._steer_hooks[edit.hook_name] = hook
         ids = kwargs.get("input_ids", args[0] if args else None)
         if not self._rows or ids is None or ids.dim() != 2 or ids.shape[0] != len(self._rows):
             return
@@ -157,14 +201,18 @@ class HFCapture:
             yield self
         finally:
             self._rows = []
+            self._steering = []
+            for rid, _ in items:
+                self._edits.pop(rid, None)
             if self._lookback is not None:
                 self._lookback.end()
             for rid, _ in items:
                 self.monitor.end_request(rid)
 
     def remove(self) -> None:
-        for h in self._handles:
+        for h in [*self._handles, *self._steer_hooks.values()]:
             h.remove()
         self._handles = []
+        self._steer_hooks = {}
         if self._lookback is not None:
             self._lookback.remove()

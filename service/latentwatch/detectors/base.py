@@ -61,6 +61,10 @@ class DetectorSpec:
     calibration: dict[str, Any] | None = None
     baselines: list[str] = field(default_factory=list)  # measured beside it by `latentwatch eval`
     alert: bool = True  # False: a signal other detectors read; its flags raise no alerts
+    # What a capture that can act does once this detector flags (latentwatch.detectors.steering):
+    # "observe" (default) or "steer", with ``steer: {toward: DETECTOR, strength: FLOAT}``.
+    act: str = "observe"
+    steer: dict[str, Any] | None = None
 
     def artifact(self, name: str) -> Path:
         """Resolve a file named in the spec relative to the spec's folder."""
@@ -113,6 +117,10 @@ class DetectorSpec:
             data["baselines"] = self.baselines
         if not self.alert:
             data["alert"] = False
+        if self.act != "observe":
+            data["act"] = self.act
+        if self.steer:
+            data["steer"] = self.steer
         return yaml.safe_dump(data, sort_keys=False)
 
 

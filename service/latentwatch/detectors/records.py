@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from latentwatch.detectors.base import Attribution, Evidence
+from latentwatch.detectors.steering import SteerEdit
 from latentwatch.v1 import monitor_pb2 as pb
+from latentwatch.wire.codec import from_wire, to_wire
 
 
 @dataclass
@@ -25,11 +27,19 @@ class Verdict:
     evidence: list[Evidence] = field(default_factory=list)
     explanation: str = ""
     attribution: list[Attribution] = field(default_factory=list)
+    action: str = ""  # "steered": the capture should apply ``steer`` to this request from now on
+    steer: SteerEdit | None = None
 
     def to_pb(self) -> pb.Verdict:
-        d = asdict(self)
+        steer = self.steer
+        d = asdict(replace(self, steer=None))
         d["evidence"] = [pb.LatentEvidence(**e) for e in d["evidence"]]
         d["attribution"] = [pb.TokenAttribution(**a) for a in d["attribution"]]
+        d["steer"] = (
+            pb.SteerEdit(hook_name=steer.hook_name, direction=to_wire(steer.direction[None]), strength=steer.strength)
+            if steer is not None
+            else None
+        )
         return pb.Verdict(**d)
 
     @classmethod
@@ -49,7 +59,14 @@ class Verdict:
             ],
             explanation=v.explanation,
             attribution=[Attribution(a.position, a.contribution, a.text, a.expected) for a in v.attribution],
+            action=v.action,
+            steer=_steer_from_pb(v.steer) if v.HasField("steer") else None,
         )
+
+
+def _steer_from_pb(s: pb.SteerEdit) -> SteerEdit:
+    direction = from_wire(s.direction, s.direction.shape[-1] if s.direction.shape else 0, what="steer direction")
+    return SteerEdit(s.hook_name, direction[0], s.strength)
 
 
 @dataclass
@@ -71,6 +88,7 @@ class AlertRecord:
     text: str = ""  # the flagged tokens' text, already redacted per alert_text (latentwatch.export.redaction)
     alert_id: str = ""
     attribution: list[Attribution] = field(default_factory=list)  # token texts redacted alike
+    action: str = ""  # "steered" when the detector's action was asked of the capture
 
     def __post_init__(self) -> None:
         if not self.alert_id:

@@ -54,7 +54,7 @@ class SQLiteSink:
         )
         # Columns added since the first schema: new files and files written before get them alike.
         have = {row[1] for row in self._db.execute("PRAGMA table_info(alerts)")}
-        for column, default in (("explanation", "''"), ("text", "''"), ("attribution", "'[]'")):
+        for column, default in (("explanation", "''"), ("text", "''"), ("attribution", "'[]'"), ("action", "''")):
             if column not in have:
                 self._db.execute(f"ALTER TABLE alerts ADD COLUMN {column} TEXT NOT NULL DEFAULT {default}")
         self._db.commit()

@@ -52,9 +52,12 @@ class Config:
     auth_token_file: str | None = None  # file holding the bearer token
     allow_insecure: bool = False  # accept a network-reachable port without TLS and client authentication
     alert_text: str = "none"  # what alerts carry of the flagged tokens' text: none, hashed or full
+    act: str = "observe"  # "steer": detectors whose specs say act: steer hand captures their edit
 
     def __post_init__(self) -> None:
         check_mode(self.alert_text)
+        if self.act not in ("observe", "steer"):
+            raise ValueError(f"act must be observe or steer, not {self.act!r}")
         if self.auth_token is not None and self.auth_token_file is not None:
             raise ValueError("set auth_token or auth_token_file, not both")
 

@@ -24,6 +24,7 @@ from latentwatch.detectors.kinds import build, kind_of, load_spec
 from latentwatch.detectors.packs import pack, sae_dirs
 from latentwatch.detectors.records import AlertRecord, Outcome, Verdict
 from latentwatch.detectors.saes import MIN_TOKENS_FOR_CONFIDENCE, LoadedSAE, fvu, load_sae
+from latentwatch.detectors.steering import ACTS, steer_edits
 from latentwatch.export.redaction import attributed, check_mode, redact
 from latentwatch.v1 import monitor_pb2 as pb
 from latentwatch.wire.errors import MonitorError, invalid
@@ -69,6 +70,7 @@ class Engine:
         limits: Limits | None = None,
         extra_saes: list[LoadedSAE] | None = None,
         alert_text: str = "none",
+        act: str = "observe",
     ):
         self.detectors = _dependency_order(detectors)
         # SAEs no detector reads are still encoded, for the reconstruction-health metric.
@@ -81,6 +83,12 @@ class Engine:
         self._signatures = {d.name: d.signature() for d in self.detectors}
         self.limits = limits or Limits()
         self.alert_text = check_mode(alert_text)  # latentwatch.export.redaction: none, hashed or full
+        if act not in ACTS:
+            raise ValueError(f"act must be one of {', '.join(ACTS)}, not {act!r}")
+        # Edits of detectors whose specs act by steering (a malformed spec is refused even while
+        # observing); handed to captures only when ``act`` is "steer".
+        edits = steer_edits(self.detectors)
+        self.edits = edits if act == "steer" else {}
         self._sessions: dict[str, _Session] = {}
         self._lock = threading.Lock()
 
@@ -380,6 +388,8 @@ class Engine:
         )
         if flagged and det.name not in session.flagged:
             session.flagged.add(det.name)
+            if det.name in self.edits:  # the first flag hands the capture its edit
+                v.action, v.steer = "steered", self.edits[det.name]
             if det.spec.alert:  # else a signal for other detectors: no alert, no flagged-generation count
                 out.alerts.append(
                     AlertRecord(
@@ -398,6 +408,7 @@ class Engine:
                             [session.text.get(p, "") for p in range(s.token_start, s.token_end)], self.alert_text
                         ),
                         attribution=attributed(s.attribution, session.text, self.alert_text),
+                        action=v.action,
                     )
                 )
         elif not final and det.name in session.flagged:

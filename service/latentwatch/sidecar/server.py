@@ -396,6 +396,7 @@ def build_engine(cfg: Config, metrics: Metrics) -> Router:
             extra_saes=cfg.saes,
             limits=Limits(cfg.session_ttl_s, cfg.max_sessions, cfg.max_tokens_per_request),
             alert_text=cfg.alert_text,
+            act=cfg.act,
         )
         for model in models
     }

@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clatentwatch/v1/monitor.proto\x12\x0elatentwatch.v1\"J\n\x04Span\x12&\n\x04role\x18\x01 \x01(\x0e\x32\x18.latentwatch.v1.SpanRole\x12\r\n\x05start\x18\x02 \x01(\r\x12\x0b\n\x03\x65nd\x18\x03 \x01(\r\"K\n\x06Tensor\x12$\n\x05\x64type\x18\x01 \x01(\x0e\x32\x15.latentwatch.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"Y\n\x0cRequestStart\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12#\n\x05spans\x18\x03 \x03(\x0b\x32\x14.latentwatch.v1.Span\"\xc0\x01\n\x0f\x41\x63tivationChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\thook_name\x18\x02 \x01(\t\x12\x16\n\x0estart_position\x18\x03 \x01(\r\x12+\n\x0b\x61\x63tivations\x18\x04 \x01(\x0b\x32\x16.latentwatch.v1.Tensor\x12\x11\n\ttoken_ids\x18\x05 \x03(\r\x12\x1a\n\x12\x64ropped_since_last\x18\x06 \x01(\r\x12\x12\n\ntoken_text\x18\x07 \x03(\t\"\x91\x01\n\x0e\x41ttentionChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x16\n\x0estart_position\x18\x02 \x01(\r\x12\r\n\x05heads\x18\x03 \x03(\t\x12(\n\x08lookback\x18\x04 \x01(\x0b\x32\x16.latentwatch.v1.Tensor\x12\x1a\n\x12\x64ropped_since_last\x18\x05 \x01(\r\" \n\nRequestEnd\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"\xd8\x01\n\rClientMessage\x12-\n\x05start\x18\x01 \x01(\x0b\x32\x1c.latentwatch.v1.RequestStartH\x00\x12\x30\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1f.latentwatch.v1.ActivationChunkH\x00\x12)\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1a.latentwatch.v1.RequestEndH\x00\x12\x33\n\tattention\x18\x04 \x01(\x0b\x32\x1e.latentwatch.v1.AttentionChunkH\x00\x42\x06\n\x04kind\"y\n\x0eLatentEvidence\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x12\n\nactivation\x18\x03 \x01(\x02\x12\x14\n\x0c\x63ontribution\x18\x04 \x01(\x02\x12\r\n\x05label\x18\x05 \x01(\t\x12\x0f\n\x07missing\x18\x06 \x01(\x08\"Z\n\x10TokenAttribution\x12\x10\n\x08position\x18\x01 \x01(\r\x12\x14\n\x0c\x63ontribution\x18\x02 \x01(\x02\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x10\n\x08\x65xpected\x18\x04 \x01(\x08\"\xaf\x02\n\x07Verdict\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x64\x65tector\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x11\n\tthreshold\x18\x04 \x01(\x02\x12\x0f\n\x07\x66lagged\x18\x05 \x01(\x08\x12\x13\n\x0btoken_start\x18\x06 \x01(\r\x12\x11\n\ttoken_end\x18\x07 \x01(\r\x12\r\n\x05\x66inal\x18\x08 \x01(\x08\x12\x16\n\x0elow_confidence\x18\t \x01(\x08\x12\x30\n\x08\x65vidence\x18\n \x03(\x0b\x32\x1e.latentwatch.v1.LatentEvidence\x12\x13\n\x0b\x65xplanation\x18\x0b \x01(\t\x12\x35\n\x0b\x61ttribution\x18\x0c \x03(\x0b\x32 .latentwatch.v1.TokenAttribution\"@\n\x0bStreamError\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"!\n\x0bRequestDone\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"\x9e\x01\n\rServerMessage\x12*\n\x07verdict\x18\x01 \x01(\x0b\x32\x17.latentwatch.v1.VerdictH\x00\x12,\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1b.latentwatch.v1.StreamErrorH\x00\x12+\n\x04\x64one\x18\x03 \x01(\x0b\x32\x1b.latentwatch.v1.RequestDoneH\x00\x42\x06\n\x04kind\"\x9f\x01\n\x0cScoreRequest\x12+\n\x05start\x18\x01 \x01(\x0b\x32\x1c.latentwatch.v1.RequestStart\x12/\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x1f.latentwatch.v1.ActivationChunk\x12\x31\n\tattention\x18\x03 \x03(\x0b\x32\x1e.latentwatch.v1.AttentionChunk\":\n\rScoreResponse\x12)\n\x08verdicts\x18\x01 \x03(\x0b\x32\x17.latentwatch.v1.Verdict\"(\n\x14ListDetectorsRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"\xad\x01\n\x0c\x44\x65tectorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x12\n\nhook_names\x18\x03 \x03(\t\x12\x11\n\tthreshold\x18\x04 \x01(\x02\x12\x12\n\ntarget_fpr\x18\x05 \x01(\x02\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\r\n\x05heads\x18\x07 \x03(\t\x12\x10\n\x08requires\x18\x08 \x03(\t\x12\x10\n\x08model_id\x18\t \x01(\t\"H\n\x15ListDetectorsResponse\x12/\n\tdetectors\x18\x01 \x03(\x0b\x32\x1c.latentwatch.v1.DetectorInfo\"\'\n\x12WatchAlertsRequest\x12\x11\n\tdetectors\x18\x01 \x03(\t\"\xd2\x02\n\x05\x41lert\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65tector\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x02\x12\x11\n\tthreshold\x18\x06 \x01(\x02\x12\x13\n\x0btoken_start\x18\x07 \x01(\r\x12\x11\n\ttoken_end\x18\x08 \x01(\r\x12\x30\n\x08\x65vidence\x18\t \x03(\x0b\x32\x1e.latentwatch.v1.LatentEvidence\x12\x11\n\ttimestamp\x18\n \x01(\x01\x12\x16\n\x0elow_confidence\x18\x0b \x01(\x08\x12\x13\n\x0b\x65xplanation\x18\x0c \x01(\t\x12\x0c\n\x04text\x18\r \x01(\t\x12\x35\n\x0b\x61ttribution\x18\x0e \x03(\x0b\x32 .latentwatch.v1.TokenAttribution*X\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT16\x10\x02\x12\x12\n\x0e\x44TYPE_BFLOAT16\x10\x03*\x96\x01\n\x08SpanRole\x12\x19\n\x15SPAN_ROLE_UNSPECIFIED\x10\x00\x12\x14\n\x10SPAN_ROLE_SYSTEM\x10\x01\x12\x12\n\x0eSPAN_ROLE_USER\x10\x02\x12\x15\n\x11SPAN_ROLE_CONTEXT\x10\x03\x12\x16\n\x12SPAN_ROLE_RESPONSE\x10\x04\x12\x16\n\x12SPAN_ROLE_TEMPLATE\x10\x05\x32\xc5\x02\n\x07Monitor\x12J\n\x06Stream\x12\x1d.latentwatch.v1.ClientMessage\x1a\x1d.latentwatch.v1.ServerMessage(\x01\x30\x01\x12\x44\n\x05Score\x12\x1c.latentwatch.v1.ScoreRequest\x1a\x1d.latentwatch.v1.ScoreResponse\x12\\\n\rListDetectors\x12$.latentwatch.v1.ListDetectorsRequest\x1a%.latentwatch.v1.ListDetectorsResponse\x12J\n\x0bWatchAlerts\x12\".latentwatch.v1.WatchAlertsRequest\x1a\x15.latentwatch.v1.Alert0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clatentwatch/v1/monitor.proto\x12\x0elatentwatch.v1\"J\n\x04Span\x12&\n\x04role\x18\x01 \x01(\x0e\x32\x18.latentwatch.v1.SpanRole\x12\r\n\x05start\x18\x02 \x01(\r\x12\x0b\n\x03\x65nd\x18\x03 \x01(\r\"K\n\x06Tensor\x12$\n\x05\x64type\x18\x01 \x01(\x0e\x32\x15.latentwatch.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"Y\n\x0cRequestStart\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12#\n\x05spans\x18\x03 \x03(\x0b\x32\x14.latentwatch.v1.Span\"\xc0\x01\n\x0f\x41\x63tivationChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\thook_name\x18\x02 \x01(\t\x12\x16\n\x0estart_position\x18\x03 \x01(\r\x12+\n\x0b\x61\x63tivations\x18\x04 \x01(\x0b\x32\x16.latentwatch.v1.Tensor\x12\x11\n\ttoken_ids\x18\x05 \x03(\r\x12\x1a\n\x12\x64ropped_since_last\x18\x06 \x01(\r\x12\x12\n\ntoken_text\x18\x07 \x03(\t\"\x91\x01\n\x0e\x41ttentionChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x16\n\x0estart_position\x18\x02 \x01(\r\x12\r\n\x05heads\x18\x03 \x03(\t\x12(\n\x08lookback\x18\x04 \x01(\x0b\x32\x16.latentwatch.v1.Tensor\x12\x1a\n\x12\x64ropped_since_last\x18\x05 \x01(\r\" \n\nRequestEnd\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"\xd8\x01\n\rClientMessage\x12-\n\x05start\x18\x01 \x01(\x0b\x32\x1c.latentwatch.v1.RequestStartH\x00\x12\x30\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1f.latentwatch.v1.ActivationChunkH\x00\x12)\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1a.latentwatch.v1.RequestEndH\x00\x12\x33\n\tattention\x18\x04 \x01(\x0b\x32\x1e.latentwatch.v1.AttentionChunkH\x00\x42\x06\n\x04kind\"y\n\x0eLatentEvidence\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x12\n\nactivation\x18\x03 \x01(\x02\x12\x14\n\x0c\x63ontribution\x18\x04 \x01(\x02\x12\r\n\x05label\x18\x05 \x01(\t\x12\x0f\n\x07missing\x18\x06 \x01(\x08\"Z\n\x10TokenAttribution\x12\x10\n\x08position\x18\x01 \x01(\r\x12\x14\n\x0c\x63ontribution\x18\x02 \x01(\x02\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x10\n\x08\x65xpected\x18\x04 \x01(\x08\"[\n\tSteerEdit\x12\x11\n\thook_name\x18\x01 \x01(\t\x12)\n\tdirection\x18\x02 \x01(\x0b\x32\x16.latentwatch.v1.Tensor\x12\x10\n\x08strength\x18\x03 \x01(\x02\"\xe9\x02\n\x07Verdict\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x64\x65tector\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x11\n\tthreshold\x18\x04 \x01(\x02\x12\x0f\n\x07\x66lagged\x18\x05 \x01(\x08\x12\x13\n\x0btoken_start\x18\x06 \x01(\r\x12\x11\n\ttoken_end\x18\x07 \x01(\r\x12\r\n\x05\x66inal\x18\x08 \x01(\x08\x12\x16\n\x0elow_confidence\x18\t \x01(\x08\x12\x30\n\x08\x65vidence\x18\n \x03(\x0b\x32\x1e.latentwatch.v1.LatentEvidence\x12\x13\n\x0b\x65xplanation\x18\x0b \x01(\t\x12\x35\n\x0b\x61ttribution\x18\x0c \x03(\x0b\x32 .latentwatch.v1.TokenAttribution\x12\x0e\n\x06\x61\x63tion\x18\r \x01(\t\x12(\n\x05steer\x18\x0e \x01(\x0b\x32\x19.latentwatch.v1.SteerEdit\"@\n\x0bStreamError\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"!\n\x0bRequestDone\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"\x9e\x01\n\rServerMessage\x12*\n\x07verdict\x18\x01 \x01(\x0b\x32\x17.latentwatch.v1.VerdictH\x00\x12,\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1b.latentwatch.v1.StreamErrorH\x00\x12+\n\x04\x64one\x18\x03 \x01(\x0b\x32\x1b.latentwatch.v1.RequestDoneH\x00\x42\x06\n\x04kind\"\x9f\x01\n\x0cScoreRequest\x12+\n\x05start\x18\x01 \x01(\x0b\x32\x1c.latentwatch.v1.RequestStart\x12/\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x1f.latentwatch.v1.ActivationChunk\x12\x31\n\tattention\x18\x03 \x03(\x0b\x32\x1e.latentwatch.v1.AttentionChunk\":\n\rScoreResponse\x12)\n\x08verdicts\x18\x01 \x03(\x0b\x32\x17.latentwatch.v1.Verdict\"(\n\x14ListDetectorsRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"\xad\x01\n\x0c\x44\x65tectorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x12\n\nhook_names\x18\x03 \x03(\t\x12\x11\n\tthreshold\x18\x04 \x01(\x02\x12\x12\n\ntarget_fpr\x18\x05 \x01(\x02\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\r\n\x05heads\x18\x07 \x03(\t\x12\x10\n\x08requires\x18\x08 \x03(\t\x12\x10\n\x08model_id\x18\t \x01(\t\"H\n\x15ListDetectorsResponse\x12/\n\tdetectors\x18\x01 \x03(\x0b\x32\x1c.latentwatch.v1.DetectorInfo\"\'\n\x12WatchAlertsRequest\x12\x11\n\tdetectors\x18\x01 \x03(\t\"\xe2\x02\n\x05\x41lert\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65tector\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x02\x12\x11\n\tthreshold\x18\x06 \x01(\x02\x12\x13\n\x0btoken_start\x18\x07 \x01(\r\x12\x11\n\ttoken_end\x18\x08 \x01(\r\x12\x30\n\x08\x65vidence\x18\t \x03(\x0b\x32\x1e.latentwatch.v1.LatentEvidence\x12\x11\n\ttimestamp\x18\n \x01(\x01\x12\x16\n\x0elow_confidence\x18\x0b \x01(\x08\x12\x13\n\x0b\x65xplanation\x18\x0c \x01(\t\x12\x0c\n\x04text\x18\r \x01(\t\x12\x35\n\x0b\x61ttribution\x18\x0e \x03(\x0b\x32 .latentwatch.v1.TokenAttribution\x12\x0e\n\x06\x61\x63tion\x18\x0f \x01(\t*X\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT16\x10\x02\x12\x12\n\x0e\x44TYPE_BFLOAT16\x10\x03*\x96\x01\n\x08SpanRole\x12\x19\n\x15SPAN_ROLE_UNSPECIFIED\x10\x00\x12\x14\n\x10SPAN_ROLE_SYSTEM\x10\x01\x12\x12\n\x0eSPAN_ROLE_USER\x10\x02\x12\x15\n\x11SPAN_ROLE_CONTEXT\x10\x03\x12\x16\n\x12SPAN_ROLE_RESPONSE\x10\x04\x12\x16\n\x12SPAN_ROLE_TEMPLATE\x10\x05\x32\xc5\x02\n\x07Monitor\x12J\n\x06Stream\x12\x1d.latentwatch.v1.ClientMessage\x1a\x1d.latentwatch.v1.ServerMessage(\x01\x30\x01\x12\x44\n\x05Score\x12\x1c.latentwatch.v1.ScoreRequest\x1a\x1d.latentwatch.v1.ScoreResponse\x12\\\n\rListDetectors\x12$.latentwatch.v1.ListDetectorsRequest\x1a%.latentwatch.v1.ListDetectorsResponse\x12J\n\x0bWatchAlerts\x12\".latentwatch.v1.WatchAlertsRequest\x1a\x15.latentwatch.v1.Alert0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'latentwatch.v1.monitor_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DTYPE']._serialized_start=2567
-  _globals['_DTYPE']._serialized_end=2655
-  _globals['_SPANROLE']._serialized_start=2658
-  _globals['_SPANROLE']._serialized_end=2808
+  _globals['_DTYPE']._serialized_start=2734
+  _globals['_DTYPE']._serialized_end=2822
+  _globals['_SPANROLE']._serialized_start=2825
+  _globals['_SPANROLE']._serialized_end=2975
   _globals['_SPAN']._serialized_start=48
   _globals['_SPAN']._serialized_end=122
   _globals['_TENSOR']._serialized_start=124
@@ -53,28 +53,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LATENTEVIDENCE']._serialized_end=1009
   _globals['_TOKENATTRIBUTION']._serialized_start=1011
   _globals['_TOKENATTRIBUTION']._serialized_end=1101
-  _globals['_VERDICT']._serialized_start=1104
-  _globals['_VERDICT']._serialized_end=1407
-  _globals['_STREAMERROR']._serialized_start=1409
-  _globals['_STREAMERROR']._serialized_end=1473
-  _globals['_REQUESTDONE']._serialized_start=1475
-  _globals['_REQUESTDONE']._serialized_end=1508
-  _globals['_SERVERMESSAGE']._serialized_start=1511
-  _globals['_SERVERMESSAGE']._serialized_end=1669
-  _globals['_SCOREREQUEST']._serialized_start=1672
-  _globals['_SCOREREQUEST']._serialized_end=1831
-  _globals['_SCORERESPONSE']._serialized_start=1833
-  _globals['_SCORERESPONSE']._serialized_end=1891
-  _globals['_LISTDETECTORSREQUEST']._serialized_start=1893
-  _globals['_LISTDETECTORSREQUEST']._serialized_end=1933
-  _globals['_DETECTORINFO']._serialized_start=1936
-  _globals['_DETECTORINFO']._serialized_end=2109
-  _globals['_LISTDETECTORSRESPONSE']._serialized_start=2111
-  _globals['_LISTDETECTORSRESPONSE']._serialized_end=2183
-  _globals['_WATCHALERTSREQUEST']._serialized_start=2185
-  _globals['_WATCHALERTSREQUEST']._serialized_end=2224
-  _globals['_ALERT']._serialized_start=2227
-  _globals['_ALERT']._serialized_end=2565
-  _globals['_MONITOR']._serialized_start=2811
-  _globals['_MONITOR']._serialized_end=3136
+  _globals['_STEEREDIT']._serialized_start=1103
+  _globals['_STEEREDIT']._serialized_end=1194
+  _globals['_VERDICT']._serialized_start=1197
+  _globals['_VERDICT']._serialized_end=1558
+  _globals['_STREAMERROR']._serialized_start=1560
+  _globals['_STREAMERROR']._serialized_end=1624
+  _globals['_REQUESTDONE']._serialized_start=1626
+  _globals['_REQUESTDONE']._serialized_end=1659
+  _globals['_SERVERMESSAGE']._serialized_start=1662
+  _globals['_SERVERMESSAGE']._serialized_end=1820
+  _globals['_SCOREREQUEST']._serialized_start=1823
+  _globals['_SCOREREQUEST']._serialized_end=1982
+  _globals['_SCORERESPONSE']._serialized_start=1984
+  _globals['_SCORERESPONSE']._serialized_end=2042
+  _globals['_LISTDETECTORSREQUEST']._serialized_start=2044
+  _globals['_LISTDETECTORSREQUEST']._serialized_end=2084
+  _globals['_DETECTORINFO']._serialized_start=2087
+  _globals['_DETECTORINFO']._serialized_end=2260
+  _globals['_LISTDETECTORSRESPONSE']._serialized_start=2262
+  _globals['_LISTDETECTORSRESPONSE']._serialized_end=2334
+  _globals['_WATCHALERTSREQUEST']._serialized_start=2336
+  _globals['_WATCHALERTSREQUEST']._serialized_end=2375
+  _globals['_ALERT']._serialized_start=2378
+  _globals['_ALERT']._serialized_end=2732
+  _globals['_MONITOR']._serialized_start=2978
+  _globals['_MONITOR']._serialized_end=3303
 # @@protoc_insertion_point(module_scope)

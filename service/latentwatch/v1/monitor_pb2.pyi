@@ -141,8 +141,18 @@ class TokenAttribution(_message.Message):
     expected: bool
     def __init__(self, position: _Optional[int] = ..., contribution: _Optional[float] = ..., text: _Optional[str] = ..., expected: _Optional[bool] = ...) -> None: ...
 
+class SteerEdit(_message.Message):
+    __slots__ = ("hook_name", "direction", "strength")
+    HOOK_NAME_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    hook_name: str
+    direction: Tensor
+    strength: float
+    def __init__(self, hook_name: _Optional[str] = ..., direction: _Optional[_Union[Tensor, _Mapping]] = ..., strength: _Optional[float] = ...) -> None: ...
+
 class Verdict(_message.Message):
-    __slots__ = ("request_id", "detector", "score", "threshold", "flagged", "token_start", "token_end", "final", "low_confidence", "evidence", "explanation", "attribution")
+    __slots__ = ("request_id", "detector", "score", "threshold", "flagged", "token_start", "token_end", "final", "low_confidence", "evidence", "explanation", "attribution", "action", "steer")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DETECTOR_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +165,8 @@ class Verdict(_message.Message):
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    STEER_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     detector: str
     score: float
@@ -167,7 +179,9 @@ class Verdict(_message.Message):
     evidence: _containers.RepeatedCompositeFieldContainer[LatentEvidence]
     explanation: str
     attribution: _containers.RepeatedCompositeFieldContainer[TokenAttribution]
-    def __init__(self, request_id: _Optional[str] = ..., detector: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., flagged: _Optional[bool] = ..., token_start: _Optional[int] = ..., token_end: _Optional[int] = ..., final: _Optional[bool] = ..., low_confidence: _Optional[bool] = ..., evidence: _Optional[_Iterable[_Union[LatentEvidence, _Mapping]]] = ..., explanation: _Optional[str] = ..., attribution: _Optional[_Iterable[_Union[TokenAttribution, _Mapping]]] = ...) -> None: ...
+    action: str
+    steer: SteerEdit
+    def __init__(self, request_id: _Optional[str] = ..., detector: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., flagged: _Optional[bool] = ..., token_start: _Optional[int] = ..., token_end: _Optional[int] = ..., final: _Optional[bool] = ..., low_confidence: _Optional[bool] = ..., evidence: _Optional[_Iterable[_Union[LatentEvidence, _Mapping]]] = ..., explanation: _Optional[str] = ..., attribution: _Optional[_Iterable[_Union[TokenAttribution, _Mapping]]] = ..., action: _Optional[str] = ..., steer: _Optional[_Union[SteerEdit, _Mapping]] = ...) -> None: ...
 
 class StreamError(_message.Message):
     __slots__ = ("request_id", "code", "message")
@@ -252,7 +266,7 @@ class WatchAlertsRequest(_message.Message):
     def __init__(self, detectors: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Alert(_message.Message):
-    __slots__ = ("alert_id", "request_id", "model_id", "detector", "score", "threshold", "token_start", "token_end", "evidence", "timestamp", "low_confidence", "explanation", "text", "attribution")
+    __slots__ = ("alert_id", "request_id", "model_id", "detector", "score", "threshold", "token_start", "token_end", "evidence", "timestamp", "low_confidence", "explanation", "text", "attribution", "action")
     ALERT_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
@@ -267,6 +281,7 @@ class Alert(_message.Message):
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
     alert_id: str
     request_id: str
     model_id: str
@@ -281,4 +296,5 @@ class Alert(_message.Message):
     explanation: str
     text: str
     attribution: _containers.RepeatedCompositeFieldContainer[TokenAttribution]
-    def __init__(self, alert_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model_id: _Optional[str] = ..., detector: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., token_start: _Optional[int] = ..., token_end: _Optional[int] = ..., evidence: _Optional[_Iterable[_Union[LatentEvidence, _Mapping]]] = ..., timestamp: _Optional[float] = ..., low_confidence: _Optional[bool] = ..., explanation: _Optional[str] = ..., text: _Optional[str] = ..., attribution: _Optional[_Iterable[_Union[TokenAttribution, _Mapping]]] = ...) -> None: ...
+    action: str
+    def __init__(self, alert_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model_id: _Optional[str] = ..., detector: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., token_start: _Optional[int] = ..., token_end: _Optional[int] = ..., evidence: _Optional[_Iterable[_Union[LatentEvidence, _Mapping]]] = ..., timestamp: _Optional[float] = ..., low_confidence: _Optional[bool] = ..., explanation: _Optional[str] = ..., text: _Optional[str] = ..., attribution: _Optional[_Iterable[_Union[TokenAttribution, _Mapping]]] = ..., action: _Optional[str] = ...) -> None: ...

@@ -86,7 +86,7 @@ class LatentProbe(Detector):
             top = int(self.indices.max())
             raise ValueError(f"{spec.name}: probe indexes feature {top} >= {p.features} width {width}")
         # A dense probe's score, spread over the latents through their decoder rows.
-        self.latent_weight = sae.decoder_projection(self._dense_direction()) if self.dense else None
+        self.latent_weight = sae.decoder_projection(self.residual_direction()) if self.dense else None
 
     def new_state(self, spans: list[Span]) -> _State:
         mine = [s for s in spans if s.role in self.roles.tolist()]
@@ -102,8 +102,11 @@ class LatentProbe(Detector):
         latents = [(int(i if index is None else index[i]), i) for i in order if weights[i] > 0]
         return [Evidence(self.sae.sae_id, j, 0.0, 0.0, self.sae.label(j)) for j, _ in latents]
 
-    def _dense_direction(self) -> torch.Tensor:
-        """The dense probe as one residual direction (standardisation folded in)."""
+    def residual_direction(self) -> torch.Tensor:
+        """The probe as one direction in residual space (standardisation folded in): a dense
+        probe's weights, or a sparse probe's weights carried through its latents' decoder rows."""
+        if not self.dense:
+            return (self.weights / self.probe.scale) @ self.sae.sae.W_dec[self.indices].detach().float()
         direction = torch.zeros(self.sae.d_in)
         direction[self.indices] = self.weights / self.probe.scale
         return direction
