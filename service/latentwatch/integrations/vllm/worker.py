@@ -28,6 +28,15 @@ attention backend's own cache layout), then scores each monitored request's
 chosen query heads against the keys of that request's blocks only: per head
 ``[new tokens, sequence]``, never the full attention matrix.
 
+Steering (``act: steer``): a verdict that carries an edit (its detector's spec
+says ``act: steer``) arms it for that request; from the next step on, a hook on
+the edit's layer adds ``strength * ||row|| * direction`` to that request's
+rows only (the layer's ``hidden`` output, which the next layer adds into the
+residual stream). The edit's layer is one the sidecar reads, so with ``act:
+steer`` each captured layer gets a steering hook at start-up, after its capture
+hook (the monitor sees unedited rows); it returns at once while nothing is
+steered. With ``act: observe`` (the default) no such hook exists.
+
 Only global rank 0 captures: with tensor parallelism the layer outputs are
 all-reduced, so rank 0 sees the whole residual stream, and lookback heads must
 be among rank 0's heads. Pipeline parallelism is not supported (the hooks
@@ -46,6 +55,7 @@ import torch
 from latentwatch.capture import GrpcMonitorClient
 from latentwatch.capture.lookback import lookback_ratios, parse_heads
 from latentwatch.detectors.base import Span
+from latentwatch.detectors.steering import SteerEdit
 from latentwatch.integrations.vllm.settings import OPT_OUT_KEY, PROMPT_LEN_KEY, SPANS_KEY, Settings
 from latentwatch.v1 import monitor_pb2 as pb
 
@@ -118,6 +128,12 @@ class _Capture:
         for i, name in zip(settings.layers, settings.hook_names, strict=True):
             _layer(layers, i).register_forward_hook(self._residual_hook(name))
         self.lookback = _Lookback(self, layers, settings.heads) if settings.heads else None
+        self.edits: dict[str, SteerEdit] = {}  # public request id -> its edit (set by the client's thread)
+        self.steered_rows = 0
+        if settings.act == "steer":
+            self.client.on_verdict = self._on_verdict
+            for i, name in zip(settings.layers, settings.hook_names, strict=True):
+                _layer(layers, i).register_forward_hook(self._steer_hook(name))
         self._wrap_execute_model()
 
     # -- request bookkeeping (before each step's forward) ----------------------------------------
@@ -140,11 +156,16 @@ class _Capture:
 
         self.runner.execute_model = execute_model
 
+    def _on_verdict(self, v) -> None:
+        if v.steer is not None:
+            self.edits[v.request_id] = v.steer
+
     def _begin_step(self, out) -> None:
         for rid in out.finished_req_ids:
             req = self.requests.pop(rid, None)
             if req is not None:
                 self.client.end_request(req.public_id)
+                self.edits.pop(req.public_id, None)
         for new in out.scheduled_new_reqs:
             if new.prompt_token_ids is None or new.sampling_params is None:
                 continue  # prompt embeddings or pooling: nothing the detectors read
@@ -208,6 +229,29 @@ class _Capture:
 
         return hook
 
+    def _steer_hook(self, name: str):
+        def hook(module, args, output) -> None:
+            if not self.edits:
+                return
+            step = self.step()
+            if step is None:
+                return
+            try:
+                hidden, residual = output
+                for rid, a, b, _ in step.rows:
+                    req = self.requests.get(rid)
+                    edit = self.edits.get(req.public_id) if req is not None else None
+                    if edit is None or edit.hook_name != name or b <= a:
+                        continue
+                    norm = torch.add(hidden[a:b], residual[a:b]).float().norm(dim=-1, keepdim=True)
+                    hidden[a:b] += (edit.strength * norm * edit.direction.to(norm.device)).to(hidden.dtype)
+                    self.steered_rows += b - a
+            except Exception:  # noqa: BLE001 - the monitor never fails a forward
+                self.hook_errors += 1
+                log.exception("latentwatch: steering failed")
+
+        return hook
+
     def stats(self) -> dict:
         """Counters for operators and tests (plain ints: read without a lock)."""
         return {
@@ -218,6 +262,7 @@ class _Capture:
             "connected": self.client.connected,
             "prefix_cached_positions": self.prefix_cached_positions,
             "hook_errors": self.hook_errors,
+            "steered_rows": self.steered_rows,
             "lookback_heads": list(self.settings.heads) if self.lookback else [],
         }
 
