@@ -25,7 +25,7 @@ def _detector_rows(report: dict) -> list[str]:
                 f"| {_pct(d['tpr_at_threshold'])} / {_pct(d['fpr_at_threshold'])} |")  # fmt: skip
         base = [f"{b}: AUROC {_pct(v['auroc'])}, F1 {_pct(v['f1'])}" for b, v in r.items() if isinstance(v, dict)
                 and b != name and "auroc" in v]  # fmt: skip
-        rows.append(line[:-1] + f" {'; '.join(base) or '-'} |")
+        rows.append(line + f" {'; '.join(base) or '-'} |")
     return rows
 
 
@@ -91,7 +91,8 @@ def render_card(opts, state: dict, sae_name: str) -> str:
     if notes.exists():
         lines += [notes.read_text().strip(), ""]
     lines += ["## Wall time (2-core CPU machine)", "", "| stage | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v.get('seconds')} |" for k, v in state.items() if isinstance(v, dict)]
+    lines += [f"| {k} | {v['seconds'] if v.get('seconds') is not None else 'not timed here: ' + v.get('note', '?')} |"
+              for k, v in state.items() if isinstance(v, dict)]  # fmt: skip
     lines += [
         "",
         "## Reproduce",
