@@ -45,3 +45,27 @@ def test_fit_runs_its_stages_once_and_resumes(tmp_path):
     again = json.loads((work / "fit_state.json").read_text())
     assert {k: again[k] for k in ("corpus", "sae", "specs")} == {k: state[k] for k in ("corpus", "sae", "specs")}
     assert {p: p.stat().st_mtime_ns for p in sae.iterdir()} == before
+
+
+def test_the_pack_card_states_each_figure_in_its_column(tmp_path):
+    import shutil
+
+    from latentwatch.detectors.packs import pack
+    from latentwatch.training.fit_card import render_card
+
+    out, work = tmp_path / "pack", tmp_path / "work"
+    shutil.copytree(pack().specs_dir, out / "specs", ignore=shutil.ignore_patterns("experimental"))
+    shutil.copytree(pack().specs_dir.parent / "probes", out / "probes")
+    (out / "saes").symlink_to(pack().saes_dir)
+    work.mkdir()
+    figures = {"auroc": 0.91, "tpr_at_1pct_fpr": 0.5, "f1": 0.8, "tpr_at_threshold": 0.7, "fpr_at_threshold": 0.02}
+    report = {"refusal_test": {"detector": "refusal", "positives": 3, "negatives": 4, "refusal": figures,
+                               "refusal_prefix": {"auroc": 0.6, "f1": 0.5}}}  # fmt: skip
+    (work / "report.json").write_text(json.dumps(report))
+    state = {"corpus": {"done": True, "seconds": None, "note": "outputs were already there"},
+             "sae": {"done": True, "seconds": 12.5}}  # fmt: skip
+    card = render_card(FitOptions("smollm2-135m-instruct", out, work), state, "pack-l15")
+    (row,) = [line for line in card.splitlines() if line.startswith("| `refusal` on `refusal_test`")]
+    assert row.split("|")[1:-1] == [" `refusal` on `refusal_test` ", " 3 / 4 ", " 0.910 ", " 0.500 ", " 0.800 ",
+                                    " 0.700 / 0.020 ", " refusal_prefix: AUROC 0.600, F1 0.500 "]  # fmt: skip
+    assert "| corpus | not timed here: outputs were already there |" in card and "| sae | 12.5 |" in card
