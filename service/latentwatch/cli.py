@@ -52,21 +52,25 @@ def cmd_demo(args) -> int:
     return run_demo(_config(args), model=args.model, max_new_tokens=args.max_new_tokens)
 
 
+def _records_file(name: str) -> Path:
+    """A JSONL records file with every line checked before any model loads: a missing
+    file or a malformed line is refused with a sentence (exit 2, through ``main``)."""
+    from latentwatch.capture.score import read_records
+
+    path = Path(name)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    for _ in read_records(path):
+        pass
+    return path
+
+
 def cmd_score(args) -> int:
-    from latentwatch.capture.score import RecordError, read_records, score_file
+    from latentwatch.capture.score import score_file
     from latentwatch.models import load_model
     from latentwatch.sidecar.engine import Engine
 
-    path = Path(args.file)
-    if not path.exists():
-        print(f"latentwatch score: {path} does not exist", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        for _ in read_records(path):
-            pass
-    except RecordError as exc:
-        print(f"latentwatch score: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    path = _records_file(args.file)
     cfg = _config(args)
     out = open(args.output, "w") if args.output else sys.stdout
     try:
@@ -89,14 +93,10 @@ def cmd_score(args) -> int:
 
 def cmd_generate(args) -> int:
     from latentwatch.capture.generate import generate_file
-    from latentwatch.capture.score import read_records
     from latentwatch.models import load_model
     from latentwatch.sidecar.engine import Engine
 
-    path = Path(args.file)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
-    list(read_records(path))  # every line checked before the model loads
+    path = _records_file(args.file)
     cfg = _config(args)
     lm = load_model(args.model)
     engine = Engine.from_specs(cfg.spec_paths(args.model), only=cfg.detectors or None, act=cfg.act)

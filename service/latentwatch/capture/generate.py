@@ -32,12 +32,12 @@ def generate_file(engine: Engine, lm: LoadedModel, path: Path, out, max_new_toke
     records = [(str(rec.get("id", lineno)), rec) for lineno, rec in read_records(path)]
     monitor = LocalMonitor(engine, lm.model_id)
     capture = HFCapture(lm.model, engine.hook_names, monitor, act=act)
+    pad = lm.tokenizer.pad_token_id or lm.tokenizer.eos_token_id
     try:
         for n, (rid, rec) in enumerate(tqdm(records, desc="generating", unit="record")):
             request_id = f"generate-{n}"  # record ids may repeat
             ct = tokenize_chat(lm.tokenizer, rec["messages"], context=rec.get("context"))
             spans = [*ct.spans, Span(pb.SPAN_ROLE_RESPONSE, ct.prompt_length, 0)]
-            pad = lm.tokenizer.pad_token_id or lm.tokenizer.eos_token_id
             with capture.request(request_id, spans):
                 ids = lm.model.generate(
                     torch.tensor([ct.input_ids]), max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from latentwatch.detectors.packs import DEFAULT_PACK, pack_for_model
+from latentwatch.detectors.steering import ACTS
 from latentwatch.export.redaction import check_mode
 
 
@@ -56,8 +57,8 @@ class Config:
 
     def __post_init__(self) -> None:
         check_mode(self.alert_text)
-        if self.act not in ("observe", "steer"):
-            raise ValueError(f"act must be observe or steer, not {self.act!r}")
+        if self.act not in ACTS:
+            raise ValueError(f"act must be one of {', '.join(ACTS)}, not {self.act!r}")
         if self.auth_token is not None and self.auth_token_file is not None:
             raise ValueError("set auth_token or auth_token_file, not both")
 

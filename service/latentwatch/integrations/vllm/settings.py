@@ -89,8 +89,10 @@ class Settings:
 
 
 def _act(value) -> str:
-    if value not in ("observe", "steer"):
-        raise ValueError(f"LATENTWATCH_VLLM_ACT must be observe or steer, not {value!r}")
+    from latentwatch.detectors.steering import ACTS
+
+    if value not in ACTS:
+        raise ValueError(f"LATENTWATCH_VLLM_ACT must be one of {', '.join(ACTS)}, not {value!r}")
     return value
 
 
