@@ -64,7 +64,14 @@ def test_redis_down_does_not_stop_scoring(tmp_path, lm):
     sc = SidecarThread(make_config(tmp_path, redis_url=f"redis://127.0.0.1:{free_port()}/0"))
     try:
         responses = _send(sc.address, lm, [("harm-3", HARMFUL)])
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{sc.sidecar.metrics_port}/metrics").read().decode()
+        url = f"http://127.0.0.1:{sc.sidecar.metrics_port}/metrics"
+
+        # alerts leave through a background exporter: the verdict can arrive before the spool write
+        def spooled() -> str | None:
+            text = urllib.request.urlopen(url).read().decode()
+            return text if "latentwatch_alerts_spooled_total 1.0" in text else None
+
+        metrics = wait_for(spooled, 30, "the alert to reach the spool")
     finally:
         sc.stop()
     finals = [r.verdict for r in responses if r.WhichOneof("kind") == "verdict" and r.verdict.final]

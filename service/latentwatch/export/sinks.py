@@ -206,6 +206,11 @@ class RedisStreamSink:
         self._stop.set()
         self._wake.set()
         self._replayer.join(timeout=5)
+        if self._replayer.is_alive():
+            # Still inside a Redis call (connect timeout): closing the client or the
+            # spool under it would raise in that thread. It exits at its next check.
+            log.warning("spool replay did not stop within 5 s; leaving it to exit on its own")
+            return
         self.spool.close()
         if self._r is not None:
             self._r.close()
