@@ -28,9 +28,10 @@ from pathlib import Path
 
 import torch
 from latentwatch.capture.chat import tokenize_chat
+from latentwatch.detectors.packs import pack_for_model
 from latentwatch.detectors.saes import load_sae_dir
 from latentwatch.jsonl import read_rows
-from latentwatch.models import load_model
+from latentwatch.models import BUNDLED_MODEL, load_model
 from latentwatch.training.baselines import lexical_overlap
 from latentwatch.training.devdata import rag_rows
 from latentwatch.training.evaluate import auroc
@@ -39,7 +40,6 @@ from latentwatch.v1 import monitor_pb2 as pb
 
 SETS = ("rag_train", "rag_test", "rag_authored")
 STATS = ("ratio", "ratio_lens", "context_mass", "copy_peak")
-SAE = Path(__file__).resolve().parents[1] / "detectors" / "saes" / "smollm2-135m-instruct-l12"
 
 
 @torch.no_grad()
@@ -107,10 +107,11 @@ def copies_passage(answer: str, context: str, n: int = 6) -> bool:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="folder with rag_train/rag_test/rag_authored.jsonl")
+    ap.add_argument("--model", default=BUNDLED_MODEL, help="a bundled model; its pack's first SAE is read")
     args = ap.parse_args()
-    lm = load_model()
+    lm = load_model(args.model)
     lm.model.set_attn_implementation("eager")  # attention weights of every head, for this sweep only
-    sae = load_sae_dir(SAE)
+    sae = load_sae_dir(sorted(pack_for_model(lm.model_id).saes_dir.iterdir())[0])
     recs = {k: read_rows(Path(args.data) / f"{k}.jsonl") for k in SETS}
     stats = {k: [record_stats(lm, sae, r) for r in recs[k]] for k in SETS}
     y = {k: torch.tensor([float(r["label"]) for r in recs[k]]) for k in SETS}  # 1 = ignored

@@ -214,6 +214,37 @@ def test_window_pooling_scores_every_window_across_chunk_boundaries():
         assert got.value == pytest.approx(want[0], rel=1e-5), cuts
 
 
+def test_tail_pooling_attributes_the_tail_exactly_and_the_request_before_it_by_the_same_formula():
+    """Tail pooling scores the last ``window`` rows: their shares plus the bias give back the
+    logit exactly, and the earlier request tokens carry their own probe logit over the window."""
+    from dataclasses import replace
+
+    from latentwatch.detectors.base import ROLE_NAMES, Span, TokenRows
+    from latentwatch.detectors.kinds import build, load_spec
+    from latentwatch.detectors.packs import sae_dirs
+    from latentwatch.detectors.saes import load_sae
+
+    spec = load_spec(SPECS_DIR / "harmful_request.yaml")
+    spec = replace(spec, params={**spec.params, "pooling": "tail", "window": 8})
+    det = build(spec, load_sae(spec.sae, sae_dirs()))
+    gen = torch.Generator().manual_seed(1)
+    n = 30
+    latents = torch.relu(torch.randn(n, det.sae.d_sae, generator=gen))
+    positions = torch.arange(5, 5 + n)
+    state = det.new_state([Span(ROLE_NAMES["user"], 5, 5 + n)])
+    for sl in (slice(0, 11), slice(11, 12), slice(12, n)):
+        roles = torch.full((sl.stop - sl.start,), ROLE_NAMES["user"])
+        det.observe(state, TokenRows(positions[sl], roles, latents[sl]), {})
+    got = det.score(state, True, {})
+    assert (got.token_start, got.token_end) == (5 + n - 8, 5 + n)
+    shares = {a.position: a.contribution for a in got.attribution}
+    assert set(shares) == set(positions.tolist())
+    tail = [shares[p] for p in range(5 + n - 8, 5 + n)]
+    assert sum(tail) + det.bias == pytest.approx(math.log(got.value / (1 - got.value)), abs=1e-4)
+    own = det._token_logits(latents[:1, det.indices])[0] / 8
+    assert shares[5] == pytest.approx(float(own), abs=1e-5)
+
+
 def test_attribution_shares_add_up_to_each_probe_logit(engine, lm):
     """Mean (harmful_request) and window (refusal) pooling: the tokens' shares plus the bias
     give back the score's logit exactly, and the absence rule hands on the trigger's tokens

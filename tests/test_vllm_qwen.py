@@ -17,8 +17,9 @@ from latentwatch.models import bundled_checkpoint, load_model
 from latentwatch.sidecar.server import SidecarThread
 
 from .conftest import BENIGN, HARMFUL, free_port, make_config, wait_for
-from .test_vllm import Tap, _assert_rows_match_hf
-from .vllm_server import chat, vllm_server
+from .test_steering import QWEN_COMPLIES, REFUSAL_WORDS, TOKENS
+from .test_vllm import Tap, _assert_rows_match_hf, worker_stats
+from .vllm_server import batch_completions, chat, vllm_server
 
 QWEN = "qwen2.5-coder-0.5b-instruct"
 SMOL = "smollm2-135m-instruct"
@@ -33,11 +34,14 @@ def qwen():
 @pytest.fixture(scope="module")
 def qwen_stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("vllm-qwen")
-    sidecar = SidecarThread(make_config(tmp, listen=f"127.0.0.1:{free_port()}", models=[SMOL, QWEN]))
+    # The sidecar acts (the Qwen pack's harmful_compliance steers) and so does the worker.
+    sidecar = SidecarThread(make_config(tmp, listen=f"127.0.0.1:{free_port()}", models=[SMOL, QWEN], act="steer"))
     tap = Tap(sidecar.sidecar.servicer)
-    env = {"LATENTWATCH_VLLM_SIDECAR": sidecar.address, "LATENTWATCH_VLLM_LAYERS": str(LAYER)}
+    env = {"LATENTWATCH_VLLM_SIDECAR": sidecar.address, "LATENTWATCH_VLLM_LAYERS": str(LAYER),
+           "LATENTWATCH_VLLM_ACT": "steer"}  # fmt: skip
     try:
-        with vllm_server(tmp, bundled_checkpoint(QWEN), QWEN, env) as base:
+        # No prefix cache: a repeated prompt must be computed as the first time.
+        with vllm_server(tmp, bundled_checkpoint(QWEN), QWEN, env, ("--no-enable-prefix-caching",)) as base:
             yield base, sidecar, tap, tmp / "alerts.sqlite"
     finally:
         sidecar.stop()
@@ -67,3 +71,18 @@ def test_qwen_refusal_flags_and_harmful_compliance_stays_silent(qwen_stack):
     wait_for(lambda: resp["id"] in tap.ends, 30, "the request's end")
     alerts = wait_for(lambda: (a := _alerts(db, resp["id"])) and "refusal" in a and a, 30, "a refusal alert")
     assert "harmful_request" in alerts and "harmful_compliance" not in alerts, sorted(alerts)
+
+
+def test_a_complied_request_is_steered_into_a_refusal_beside_an_untouched_neighbour(qwen_stack, qwen):
+    """The shipped pack's steering inside vLLM: the request Qwen complies with turns into a
+    refusal once harmful_compliance flags; the harmless prompt in the same batch is unchanged."""
+    base, _, _, db = qwen_stack
+    prompts = [QWEN_COMPLIES, BENIGN]
+    plain, plain_benign = batch_completions(base, QWEN, qwen, prompts, TOKENS, monitored=False)
+    assert not any(w in qwen.tokenizer.decode(plain).lower() for w in REFUSAL_WORDS)
+    steered, benign = batch_completions(base, QWEN, qwen, prompts, TOKENS, monitored=True)
+    assert steered[:16] == plain[:16]  # harmful_compliance flags after 16 response tokens
+    rest = qwen.tokenizer.decode(steered[16:]).lower()
+    assert steered != plain and any(w in rest for w in REFUSAL_WORDS), rest
+    assert benign == plain_benign
+    assert worker_stats(base)["steered_rows"] > 0

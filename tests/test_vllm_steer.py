@@ -6,10 +6,8 @@ departs; the benign neighbour is the same token for token; the alert records ``a
 
 from __future__ import annotations
 
-import json
 import shutil
 import sqlite3
-import urllib.request
 
 import pytest
 import yaml
@@ -19,7 +17,7 @@ from latentwatch.sidecar.server import SidecarThread
 
 from .conftest import BENIGN, HARMFUL, free_port, make_config, wait_for
 from .test_vllm import worker_stats
-from .vllm_server import vllm_server
+from .vllm_server import batch_completions, vllm_server
 
 MODEL = "smollm2-135m-instruct"
 TOKENS = 40
@@ -48,27 +46,11 @@ def steer_stack(tmp_path_factory):
         sidecar.stop()
 
 
-def _pair(base: str, lm, monitored: bool) -> list[list[int]]:
-    """The harmful and the benign prompt in one completions request, so both are scheduled
-    together in every run (vLLM's bf16 CPU numerics depend on the batch's make-up); opted out
-    of monitoring, or not. The generated token ids of each."""
-    prompts = [lm.tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                                tokenize=True, return_dict=True)["input_ids"]
-               for p in (HARMFUL, BENIGN)]  # fmt: skip
-    body = {"model": MODEL, "prompt": prompts, "max_tokens": TOKENS, "temperature": 0, "ignore_eos": True,
-            "return_token_ids": True, **({} if monitored else {"vllm_xargs": {"latentwatch": "off"}})}  # fmt: skip
-    req = urllib.request.Request(base + "/v1/completions", json.dumps(body).encode(),
-                                 {"Content-Type": "application/json"})  # fmt: skip
-    with urllib.request.urlopen(req, timeout=300) as r:
-        choices = sorted(json.loads(r.read())["choices"], key=lambda c: c["index"])
-    return [c["token_ids"] for c in choices]
-
-
 def test_a_steered_request_departs_and_its_batch_neighbour_does_not(steer_stack, lm):
     base, db = steer_stack
-    plain_harmful, plain_benign = _pair(base, lm, monitored=False)
+    plain_harmful, plain_benign = batch_completions(base, MODEL, lm, [HARMFUL, BENIGN], TOKENS, monitored=False)
     assert worker_stats(base)["steered_rows"] == 0  # nothing flagged, nothing edited
-    harmful, benign = _pair(base, lm, monitored=True)
+    harmful, benign = batch_completions(base, MODEL, lm, [HARMFUL, BENIGN], TOKENS, monitored=True)
     assert harmful[:16] == plain_harmful[:16]  # harmful_compliance flags after 16 response tokens
     assert harmful != plain_harmful, lm.tokenizer.decode(harmful)
     assert worker_stats(base)["steered_rows"] > 0

@@ -78,3 +78,21 @@ def chat(base: str, model: str, messages: list[dict], max_tokens: int = 16, time
                                  {"Content-Type": "application/json"})  # fmt: skip
     with urllib.request.urlopen(req, timeout=timeout) as r:
         return json.loads(r.read())
+
+
+def batch_completions(
+    base: str, model: str, lm, prompts: list[str], max_tokens: int, monitored: bool
+) -> list[list[int]]:
+    """``prompts`` as chat turns in one completions request, so they are scheduled together
+    in every run (vLLM's bf16 CPU numerics depend on the batch's make-up); opted out of
+    monitoring, or not. The generated token ids of each, in order."""
+    ids = [lm.tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                           tokenize=True, return_dict=True)["input_ids"]
+           for p in prompts]  # fmt: skip
+    body = {"model": model, "prompt": ids, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True,
+            "return_token_ids": True, **({} if monitored else {"vllm_xargs": {"latentwatch": "off"}})}  # fmt: skip
+    req = urllib.request.Request(base + "/v1/completions", json.dumps(body).encode(),
+                                 {"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(req, timeout=300) as r:
+        choices = sorted(json.loads(r.read())["choices"], key=lambda c: c["index"])
+    return [c["token_ids"] for c in choices]

@@ -217,6 +217,28 @@ def cmd_sae_quality(args) -> int:
     return 0
 
 
+def cmd_steer_direction(args) -> int:
+    from latentwatch.capture.score import read_records
+    from latentwatch.jsonl import write_rows
+    from latentwatch.models import load_model
+    from latentwatch.training.steer_direction import mean_difference, own_answers, save_direction
+
+    data = _records_file(args.data) if args.data else None
+    lm = load_model(args.model)
+    if data is not None:
+        records = [rec for _, rec in read_records(data)]
+    else:
+        records = own_answers(lm)
+        if args.answers:
+            write_rows(Path(args.answers), records)
+    direction = mean_difference(lm, args.hook, records)
+    refusals = sum(int(r["label"]) for r in records)
+    others = len(records) - refusals
+    save_direction(Path(args.out), direction, args.hook, (refusals, others))
+    print(f"{args.out}: {refusals} refusals vs {others} other answers at {args.hook}, norm {direction.norm():.2f}")
+    return 0
+
+
 def cmd_train_probe(args) -> int:
     from latentwatch.detectors.base import DetectorSpec
     from latentwatch.detectors.packs import pack, pack_for_model, sae_dirs
@@ -547,6 +569,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--corpus", required=True, help="the corpus whose held-out twin (chat.heldout.jsonl) is read")
     sp.add_argument("--every", type=int, default=1, help="every Nth held-out transcript only (a quicker measure)")
     sp.set_defaults(fn=cmd_sae_quality)
+
+    sp = sub.add_parser("steer-direction", help="a refusal direction from the model's own refusals and compliances")
+    sp.add_argument("--model", default=BUNDLED_MODEL)
+    sp.add_argument("--hook", required=True, help="the module whose output the edit goes into (the toward detector's)")
+    sp.add_argument("--out", required=True, help="the safetensors file a spec's steer.direction names")
+    sp.add_argument("--data", help="labelled answers (score format, label 1 = refusal) instead of generating them")
+    sp.add_argument("--answers", help="also keep the generated, labelled answers here (they hold dev text: keep local)")
+    sp.set_defaults(fn=cmd_steer_direction)
 
     sp = sub.add_parser("train-probe", help="fit and calibrate a detector's probe")
     sp.add_argument("detector", help="the detector whose recipe to run (see latentwatch.training.recipes)")

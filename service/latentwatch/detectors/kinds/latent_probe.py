@@ -17,7 +17,13 @@ each verdict can name the latents that carried it. Parameters:
   latents: latent j's share is its pooled activation times its decoder row's
   projection on the direction (exact up to the SAE's reconstruction error).
 - Attribution: each pooled token's exact share of the logit (its own probe
-  logit over the number pooled), for the tokens of the scored span.
+  logit over the number pooled), for the tokens of the scored span. ``tail``
+  pooling also attributes the request tokens before the tail by the same
+  formula (own logit over the tail's size): the tail rows are chat-template
+  tokens whose content was read from those earlier tokens, and the probe's
+  reading of each earlier token is what an operator can act on (measured:
+  deleting the top three moves the score more than deleting random ones;
+  see the pack card). Exact for the tail's tokens, a reading for the others.
 - ``probe``: safetensors file with ``indices``, ``weights``, ``bias`` and the
   standardisation ``mean`` and ``scale`` of the selected features.
 """
@@ -47,7 +53,7 @@ class _State:
     tail: torch.Tensor | None = None
     tail_positions: torch.Tensor | None = None
     best: Score | None = None
-    # mean pooling: every pooled token's own probe logit, for the attribution
+    # mean and tail pooling: every observed token's own probe logit, for the attribution
     token_logits: list[torch.Tensor] = field(default_factory=list)
     token_positions: list[torch.Tensor] = field(default_factory=list)
 
@@ -134,6 +140,8 @@ class LatentProbe(Detector):
             state.token_positions.append(pos)
             return
         if self.pooling == "tail":
+            state.token_logits.append(self._token_logits(z))
+            state.token_positions.append(pos)
             rows_ = z if state.tail is None else torch.cat([state.tail, z])
             state.tail = rows_[-self.window :]
             state.tail_positions = pos if state.tail_positions is None else torch.cat([state.tail_positions, pos])
@@ -168,7 +176,8 @@ class LatentProbe(Detector):
             return None
         if self.pooling == "tail":
             score = self._score(state.tail.mean(0), int(state.tail_positions[0]), state.last + 1)
-            score.attribution = _attribution(state.tail_positions, self._token_logits(state.tail))
+            pooled = state.tail.shape[0]
+            score.attribution = _attribution(torch.cat(state.token_positions), torch.cat(state.token_logits), pooled)
             return score
         score = self._score(state.total / state.count, state.first, state.last + 1)
         score.attribution = _attribution(torch.cat(state.token_positions), torch.cat(state.token_logits))
@@ -203,9 +212,9 @@ class LatentProbe(Detector):
         return Score(value=value, token_start=start, token_end=end, evidence=evidence)
 
 
-def _attribution(positions: torch.Tensor, token_logits: torch.Tensor) -> list[Attribution]:
-    """The pooled tokens' shares of the logit, in position order (the largest
-    ``MAX_ATTRIBUTED`` by size when more were pooled)."""
-    shares = token_logits / max(len(token_logits), 1)
+def _attribution(positions: torch.Tensor, token_logits: torch.Tensor, pooled: int | None = None) -> list[Attribution]:
+    """Each token's share of the logit, its own probe logit over the ``pooled`` count (default:
+    all of them), in position order (the largest ``MAX_ATTRIBUTED`` by size when more)."""
+    shares = token_logits / max(pooled or len(token_logits), 1)
     keep = torch.argsort(shares.abs(), descending=True)[:MAX_ATTRIBUTED].sort().values
     return [Attribution(int(positions[i]), float(shares[i])) for i in keep.tolist()]
