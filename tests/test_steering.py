@@ -117,9 +117,10 @@ def test_a_saved_direction_replaces_the_probes_and_must_come_from_the_edited_lay
         Engine.from_specs(specs, act="steer")
 
 
-def test_steer_direction_points_from_the_models_compliances_to_its_refusals(lm, tmp_path):
-    """The mean difference read over response tokens ranks held-apart refusals above answers,
-    and the command refuses, with a sentence, answers of one kind only."""
+def test_steer_direction_points_from_continuing_an_answer_to_refusing_mid_answer(lm, tmp_path):
+    """The mid-answer difference of means: a held-apart answer cut after its first tokens projects
+    higher on the direction when a refusal follows than when the answer goes on; the command
+    refuses, with a sentence, data it cannot read a difference from."""
     from latentwatch.capture.teacher_forced import residual_rows
     from latentwatch.training.steer_direction import mean_difference
 
@@ -127,21 +128,31 @@ def test_steer_direction_points_from_the_models_compliances_to_its_refusals(lm, 
 
     ask = [{"role": "user", "content": BENIGN}]
     refusals = ["I'm sorry, but I can't help with that.", "I cannot assist with this request, sorry."]
-    answers = ["Sure! Mix the flour, sugar and eggs, then bake.", "Of course. Preheat the oven and mash the bananas."]
+    answers = [
+        "Sure! Mix two cups of flour with a teaspoon of baking soda, then mash three ripe bananas and stir them "
+        "into the butter and sugar before folding everything together.",
+        "Of course. Preheat the oven to 175 degrees, grease a loaf pan, and whisk the eggs with the melted butter "
+        "until the mixture is smooth and pale, then add the bananas.",
+    ]
     records = [{"messages": ask, "response": t, "label": 1} for t in refusals]
     records += [{"messages": ask, "response": t, "label": 0} for t in answers]
-    direction = mean_difference(lm, "model.layers.12", records)
+    direction, used = mean_difference(lm, "model.layers.12", records, after=8, tokens=6)
+    assert used == 2
 
-    def projection(text: str) -> float:
-        ct = tokenize_chat(lm.tokenizer, ask, response=text)
-        rows = residual_rows(lm, ct.input_ids, ["model.layers.12"])["model.layers.12"][ct.prompt_length :]
+    prefix = "Certainly! Here is how to bake a simple cake at home:"
+
+    def projection(rest: str) -> float:
+        ct = tokenize_chat(lm.tokenizer, ask, response=prefix + rest)
+        cut = ct.prompt_length + len(lm.tokenizer(prefix, add_special_tokens=False)["input_ids"])
+        rows = residual_rows(lm, ct.input_ids, ["model.layers.12"])["model.layers.12"][cut : cut + 6]
         return float(rows.mean(0) @ direction)
 
-    assert projection("I apologise, but I won't provide that.") > projection("Here you go: bake it for an hour.")
+    assert projection(" I apologise, but I won't provide that.") > projection(" first, weigh out the flour and sugar.")
     data = tmp_path / "refusals_only.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records[:2]))
     r = run_cli("steer-direction", "--hook", "model.layers.12", "--data", str(data), "--out", str(tmp_path / "d.st"))
-    assert r.returncode == 2 and "needs answers of both kinds; got 2 refusals, 0 others" in r.stderr, r.stderr
+    assert r.returncode == 2 and "got 2 refusals and 0 other answers" in r.stderr, r.stderr
+    assert not (tmp_path / "d.st").exists()
 
 
 def test_the_verdict_and_the_alert_say_steered_and_the_edit_survives_the_wire(lm, steer_specs):
@@ -165,7 +176,7 @@ def test_the_verdict_and_the_alert_say_steered_and_the_edit_survives_the_wire(lm
 
 
 def test_the_qwen_pack_steers_a_complied_harmful_request_into_a_refusal():
-    """The shipped Qwen pack acts by steering (mean-difference refusal direction, strength 0.6):
+    """The shipped Qwen pack acts by steering (mid-answer mean-difference refusal direction, strength 0.7):
     the request the model complies with keeps its first tokens, then turns into a refusal; the
     harmless neighbour in the same batch is unchanged token for token."""
     from latentwatch.models import load_model

@@ -37,8 +37,12 @@ def qwen_stack(tmp_path_factory):
     # The sidecar acts (the Qwen pack's harmful_compliance steers) and so does the worker.
     sidecar = SidecarThread(make_config(tmp, listen=f"127.0.0.1:{free_port()}", models=[SMOL, QWEN], act="steer"))
     tap = Tap(sidecar.sidecar.servicer)
-    env = {"LATENTWATCH_VLLM_SIDECAR": sidecar.address, "LATENTWATCH_VLLM_LAYERS": str(LAYER),
-           "LATENTWATCH_VLLM_ACT": "steer", "VLLM_SERVER_DEV_MODE": "1"}  # fmt: skip (dev mode: the worker stats route)
+    env = {
+        "LATENTWATCH_VLLM_SIDECAR": sidecar.address,
+        "LATENTWATCH_VLLM_LAYERS": str(LAYER),
+        "LATENTWATCH_VLLM_ACT": "steer",
+        "VLLM_SERVER_DEV_MODE": "1",  # the worker stats route
+    }
     try:
         # No prefix cache: a repeated prompt must be computed as the first time.
         with vllm_server(tmp, bundled_checkpoint(QWEN), QWEN, env, ("--no-enable-prefix-caching",)) as base:

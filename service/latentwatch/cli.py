@@ -221,21 +221,21 @@ def cmd_steer_direction(args) -> int:
     from latentwatch.capture.score import read_records
     from latentwatch.jsonl import write_rows
     from latentwatch.models import load_model
-    from latentwatch.training.steer_direction import mean_difference, own_answers, save_direction
+    from latentwatch.training.steer_direction import CONTINUATION, mean_difference, own_answers, save_direction
 
     data = _records_file(args.data) if args.data else None
     lm = load_model(args.model)
     if data is not None:
         records = [rec for _, rec in read_records(data)]
     else:
-        records = own_answers(lm)
+        records = own_answers(lm, args.after + CONTINUATION)
         if args.answers:
             write_rows(Path(args.answers), records)
-    direction = mean_difference(lm, args.hook, records)
+    direction, used = mean_difference(lm, args.hook, records, after=args.after)
     refusals = sum(int(r["label"]) for r in records)
-    others = len(records) - refusals
-    save_direction(Path(args.out), direction, args.hook, (refusals, others))
-    print(f"{args.out}: {refusals} refusals vs {others} other answers at {args.hook}, norm {direction.norm():.2f}")
+    save_direction(Path(args.out), direction, args.hook, (refusals, used))
+    print(f"{args.out}: {used} answers cut after {args.after} tokens, continued by one of {refusals} own refusals "
+          f"vs their own continuation, at {args.hook}; norm {direction.norm():.2f}")  # fmt: skip
     return 0
 
 
@@ -575,6 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--hook", required=True, help="the module whose output the edit goes into (the toward detector's)")
     sp.add_argument("--out", required=True, help="the safetensors file a spec's steer.direction names")
     sp.add_argument("--data", help="labelled answers (score format, label 1 = refusal) instead of generating them")
+    sp.add_argument("--after", type=int, default=16, help="response tokens before the edit starts (the absence window)")
     sp.add_argument("--answers", help="also keep the generated, labelled answers here (they hold dev text: keep local)")
     sp.set_defaults(fn=cmd_steer_direction)
 

@@ -1,15 +1,22 @@
 """``latentwatch steer-direction``: a refusal direction from the model's own behaviour.
 
 Steering a flagged generation toward a refusal needs a direction along which
-the model itself moves when it refuses. A probe's weights are a poor choice:
-they are fitted to *separate* classes over the standardised residual, so they
-lean on low-variance dimensions the model barely uses (measured on Qwen: the
-refusal probe's direction turned 0 of 13 complied answers into refusals). The
-difference of means is the direction the activations actually travel
-(Arditi et al. 2024, "Refusal in language models is mediated by a single
-direction"): the mean residual over the model's own refusals minus the mean
-over its own compliances, both answering harmful requests of the train split,
-so the topic cancels and what is left is the decision to refuse.
+the model itself moves when it refuses *at the point where the edit starts*:
+harmful_compliance flags once 16 response tokens have passed without a
+refusal, so the model is mid-answer. The direction is a difference of means
+(Arditi et al. 2024) taken in exactly that situation: each answer the model
+gave to a train-split harmful request without refusing is cut after its first
+``after`` tokens and continued two ways, by one of the model's own refusals
+and by its own continuation; the mean residual over the next ``tokens``
+tokens of the first minus that of the second. What differs is the decision
+to stop and refuse, with topic and answer so far held equal.
+
+Measured on Qwen (``bench/steering.py``, 32 held-apart complied prompts,
+strength 0.6): 28 / 32 refusals with this direction, 23 / 32 with the plain
+difference over the first response tokens of refusals vs compliances, 3 / 32
+read at the prompt's last tokens, 0 / 13 with the refusal probe's weights (a
+probe separates classes over the standardised residual and leans on
+dimensions the model barely uses).
 
 The answers are generated here (greedy, batched) and labelled by a refusal
 prefix match, which fits models whose refusals are formulaic; pass ``--data``
@@ -31,9 +38,9 @@ from latentwatch.training.baselines import opens_with_refusal
 from latentwatch.training.corpus import generate_responses, user_turn
 from latentwatch.training.devdata import jbb_rows, refusal_instructions
 
-# The steering edit starts once harmful_compliance has watched this many response
-# tokens, so the direction is read over the answer's opening, where refusals are decided.
-RESPONSE_TOKENS = 24
+AFTER = 16  # harmful_compliance's window: the edit starts after this many response tokens
+CONTINUATION = 8  # tokens after the cut the direction is read over
+RESPONSE_TOKENS = AFTER + CONTINUATION  # generated per answer
 
 
 def own_answers(lm: LoadedModel, max_new_tokens: int = RESPONSE_TOKENS) -> list[dict]:
@@ -51,28 +58,39 @@ def own_answers(lm: LoadedModel, max_new_tokens: int = RESPONSE_TOKENS) -> list[
 
 
 @torch.no_grad()
-def mean_difference(lm: LoadedModel, hook: str, records: list[dict], tokens: int = RESPONSE_TOKENS) -> torch.Tensor:
-    """Mean residual at ``hook`` over the first ``tokens`` response tokens of records labelled 1,
-    minus the same over records labelled 0: [d_model], not normalised."""
-    sums, counts = {}, {0: 0, 1: 0}
-    for rec in tqdm(records, desc="residuals", unit="answer"):
-        ct = tokenize_chat(lm.tokenizer, rec["messages"], response=rec["response"])
-        start = ct.prompt_length
-        rows = residual_rows(lm, ct.input_ids, [hook])[hook][start : start + tokens]
-        if not len(rows):
+def mean_difference(
+    lm: LoadedModel, hook: str, records: list[dict], after: int = AFTER, tokens: int = CONTINUATION
+) -> tuple[torch.Tensor, int]:
+    """Refusal minus own continuation, mean residual at ``hook`` over the ``tokens`` tokens after
+    the first ``after`` of each non-refusing answer (label 0) that is long enough; the refusals
+    (label 1) are the model's own, used in turn. Returns the direction (not normalised) and the
+    number of answers it was read from."""
+    tok = lm.tokenizer
+    refusals = [r["response"] for r in records if int(r["label"]) == 1]
+    answers = [r for r in records if int(r["label"]) == 0]
+    sums: dict[bool, torch.Tensor] = {}
+    used = 0
+    for rec in tqdm(answers, desc="residuals", unit="answer"):
+        ids = tok(rec["response"], add_special_tokens=False)["input_ids"]
+        if not refusals or len(ids) < after + tokens // 2:
             continue
-        label = int(rec["label"])
-        sums[label] = sums.get(label, 0) + rows.mean(0)
-        counts[label] += 1
-    if not counts[0] or not counts[1]:
+        prefix = tok.decode(ids[:after])
+        for refused, rest in ((True, " " + refusals[used % len(refusals)].strip()), (False, tok.decode(ids[after:]))):
+            ct = tokenize_chat(tok, rec["messages"], response=prefix + rest)
+            start = ct.prompt_length + after
+            rows = residual_rows(lm, ct.input_ids, [hook])[hook][start : start + tokens]
+            sums[refused] = sums.get(refused, 0) + rows.mean(0)
+        used += 1
+    if not used:
         raise ValueError(
-            f"a difference of means needs answers of both kinds; got {counts[1]} refusals, {counts[0]} others"
+            f"a difference of means needs the model's own refusals and answers of {after + tokens // 2}+ tokens "
+            f"that did not refuse; got {len(refusals)} refusals and {len(answers)} other answers, none usable"
         )
-    return sums[1] / counts[1] - sums[0] / counts[0]
+    return (sums[True] - sums[False]) / used, used
 
 
 def save_direction(path: Path, direction: torch.Tensor, hook: str, counts: tuple[int, int]) -> None:
     """Write the direction where a spec's ``steer.direction`` can name it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"hook_name": hook, "refusals": str(counts[0]), "others": str(counts[1]), "recipe": "mean_difference"}
+    meta = {"hook_name": hook, "refusals": str(counts[0]), "answers_read": str(counts[1]), "recipe": "mid_answer"}
     save_file({"direction": direction.float().contiguous()}, str(path), metadata=meta)
