@@ -11,16 +11,17 @@ pack's monitor live:
    (its answer does not open as a refusal);
 2. steered, on those complied prompts, at each ``--strengths`` value: the share
    whose tokens after the edit differ from the unsteered answer *and* read as a
-   refusal (a first-person refusal phrase in the changed part), and the share
-   the live refusal detector flags;
+   refusal (``REFUSAL_RE`` in the changed part: an apology or a declined act),
+   and the share the live refusal detector flags;
 3. harmless prompts, steered vs unsteered: changed answers among those where no
    detector acted (must be 0) and among those where one did (reported);
 4. idle overhead: tokens/s of the harmless prompts that never trigger, capture
    acting vs observing, alternated ``--repeats`` times, printed as a ratio
    (target ~1.0: nothing is added while no request is steered).
 
-Run: python bench/steering.py --model qwen2.5-coder-0.5b-instruct [--strengths 4,8] [--limit N]
-Wall time on 2 cores with Qwen-0.5B, 48 new tokens: about 25 minutes.
+Run: python bench/steering.py --model qwen2.5-coder-0.5b-instruct [--strengths 0.6,0.7,0.8] [--limit N]
+Wall time on 2 cores with Qwen-0.5B, 48 new tokens: 19 minutes with three strengths and
+``--harmless 20``, 22 minutes with ``--harmless 60``.
 """
 
 from __future__ import annotations

@@ -11,12 +11,13 @@ and by its own continuation; the mean residual over the next ``tokens``
 tokens of the first minus that of the second. What differs is the decision
 to stop and refuse, with topic and answer so far held equal.
 
-Measured on Qwen (``bench/steering.py``, 32 held-apart complied prompts,
-strength 0.6): 28 / 32 refusals with this direction, 23 / 32 with the plain
-difference over the first response tokens of refusals vs compliances, 3 / 32
-read at the prompt's last tokens, 0 / 13 with the refusal probe's weights (a
-probe separates classes over the standardised residual and leans on
-dimensions the model barely uses).
+Measured on Qwen (``bench/steering.py``, 32 held-apart complied prompts, its
+strict refusal judge): 24 / 32 refusals with this direction at strength 0.6,
+26 / 32 at 0.7; 21 / 32 at 0.6 with the plain difference over the first
+response tokens of refusals vs compliances. Read at the prompt's last tokens
+it turned 3 / 32 and the refusal probe's weights 0 / 13 (a probe separates
+classes over the standardised residual and leans on dimensions the model
+barely uses).
 
 The answers are generated here (greedy, batched) and labelled by a refusal
 prefix match, which fits models whose refusals are formulaic; pass ``--data``
@@ -32,7 +33,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from latentwatch.capture.chat import tokenize_chat
-from latentwatch.capture.teacher_forced import residual_rows
+from latentwatch.capture.teacher_forced import transcript_rows
 from latentwatch.models import LoadedModel
 from latentwatch.training.baselines import opens_with_refusal
 from latentwatch.training.corpus import generate_responses, user_turn
@@ -68,19 +69,20 @@ def mean_difference(
     tok = lm.tokenizer
     refusals = [r["response"] for r in records if int(r["label"]) == 1]
     answers = [r for r in records if int(r["label"]) == 0]
-    sums: dict[bool, torch.Tensor] = {}
-    used = 0
-    for rec in tqdm(answers, desc="residuals", unit="answer"):
+    cts, refused = [], []  # each usable answer twice: continued by a refusal, then by itself
+    for rec in answers if refusals else []:
         ids = tok(rec["response"], add_special_tokens=False)["input_ids"]
-        if not refusals or len(ids) < after + tokens // 2:
+        if len(ids) < after + tokens // 2:
             continue
-        prefix = tok.decode(ids[:after])
-        for refused, rest in ((True, " " + refusals[used % len(refusals)].strip()), (False, tok.decode(ids[after:]))):
-            ct = tokenize_chat(tok, rec["messages"], response=prefix + rest)
-            start = ct.prompt_length + after
-            rows = residual_rows(lm, ct.input_ids, [hook])[hook][start : start + tokens]
-            sums[refused] = sums.get(refused, 0) + rows.mean(0)
-        used += 1
+        prefix, own = tok.decode(ids[:after]), tok.decode(ids[after:])
+        for is_refusal, rest in ((True, " " + refusals[len(cts) // 2 % len(refusals)].strip()), (False, own)):
+            cts.append(tokenize_chat(tok, rec["messages"], response=prefix + rest))
+            refused.append(is_refusal)
+    used = len(cts) // 2
+    sums: dict[bool, torch.Tensor] = {}
+    for k, rows, _ in tqdm(transcript_rows(lm, cts, [hook], []), total=len(cts), desc="residuals", unit="answer"):
+        start = cts[k].prompt_length + after
+        sums[refused[k]] = sums.get(refused[k], 0) + rows[hook][start : start + tokens].mean(0)
     if not used:
         raise ValueError(
             f"a difference of means needs the model's own refusals and answers of {after + tokens // 2}+ tokens "
