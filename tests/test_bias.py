@@ -12,7 +12,15 @@ from latentwatch.detectors.base import DetectorSpec
 from latentwatch.detectors.packs import pack
 from latentwatch.sidecar.engine import Engine
 from latentwatch.training.baselines import group_keywords
-from latentwatch.training.bias import authored_stereotypes, is_stereotype_test, option_roles, parse_choice
+from latentwatch.training.bias import (
+    BBQ_FIT_CATEGORIES,
+    authored_bbq_rows,
+    authored_stereotypes,
+    forced_answers,
+    is_stereotype_test,
+    option_roles,
+    parse_choice,
+)
 from latentwatch.training.evaluate import score_records, twin_win_rate
 
 from .conftest import BENIGN
@@ -41,6 +49,19 @@ ITEM = {
 def test_bias_direction_follows_question_polarity():
     assert option_roles(ITEM) == {"stereotyped": 2, "counter": 0, "unknown": 1}
     assert option_roles({**ITEM, "question_polarity": "nonneg"}) == {"stereotyped": 0, "counter": 2, "unknown": 1}
+
+
+def test_authored_bbq_items_are_unseen_categories_with_options_in_varied_order():
+    rows = authored_bbq_rows()
+    assert not {r["category"] for r in rows} & set(BBQ_FIT_CATEGORIES)
+    assert len({r["category"] for r in rows}) >= 5
+    assert {r["question_polarity"] for r in rows} == {"neg", "nonneg"}
+    # an option's letter must not give its role away
+    assert len({option_roles(r)["stereotyped"] for r in rows}) == 3
+    forced = forced_answers(rows[:1])
+    assert [r["kind"] for r in forced] == ["forced_stereotyped", "forced_counter", "forced_unknown"]
+    assert [r["label"] for r in forced] == [1, 0, 0]
+    assert len({r["response"] for r in forced}) == 3
 
 
 @pytest.mark.parametrize(
@@ -96,7 +117,7 @@ def test_eval_reports_the_twin_win_rate(tmp_path):
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     for name in ("stereotype_assertion", "group_keywords"):
-        assert report[name]["twin_pairs"] == len(held) // 3
+        assert report[name]["twin_pairs"] == sum(r["kind"] == "stereotype" for r in held)
     # The detector's rate is the share of pairs where `latentwatch score` ranks the stereotype
     # above its twin; the keyword baseline's follows from its function on the same records.
     as_records = tmp_path / "records.jsonl"

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import grpc
@@ -38,6 +38,7 @@ class _Rows(NamedTuple):
     rows: torch.Tensor
     heads: tuple[str, ...] | None = None  # set for lookback ratios
     text: tuple[str, ...] | None = None  # each row's token text, when the capture sends it
+    ids: Sequence[int] | torch.Tensor | None = None  # each row's token id, when the capture sends it
     ready: object = None  # a CUDA event when ``rows`` is still being copied from the device
 
     def landed(self) -> bool:
@@ -62,6 +63,7 @@ class _Rows(NamedTuple):
                 activations=to_wire(self.rows),
                 dropped_since_last=drops,
                 token_text=self.text or (),
+                token_ids=[] if self.ids is None else [int(i) for i in self.ids],
             )
         )
 
@@ -125,10 +127,14 @@ class GrpcMonitorClient:
         rows: torch.Tensor,
         text: tuple[str, ...] = (),
         ready: object = None,
+        ids: Sequence[int] | torch.Tensor = (),
     ) -> None:
         """Enqueue rows; serialisation happens on the sender thread. ``ready``: a CUDA
-        event recorded after an asynchronous copy into ``rows`` (waited for there)."""
-        self._put(_Rows(request_id, hook_name, start_position, rows, text=text or None, ready=ready), droppable=True)
+        event recorded after an asynchronous copy into ``rows`` (waited for there).
+        ``ids``: the rows' token ids (detectors that compare answer and context read them)."""
+        ids = ids if len(ids) else None
+        row = _Rows(request_id, hook_name, start_position, rows, text=text or None, ids=ids, ready=ready)
+        self._put(row, droppable=True)
 
     def send_attention(
         self, request_id: str, start_position: int, heads: list[str], lookback: torch.Tensor, ready: object = None

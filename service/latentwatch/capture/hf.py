@@ -78,6 +78,7 @@ class HFCapture:
         self._rows: list[_Row] = []
         self._tokenizer = tokenizer
         self._text: list[tuple[str, ...]] = []  # per batch row: the current forward's token text
+        self._ids: list[tuple[int, ...]] = []  # per batch row: the current forward's token ids
         if stop_ids is None:
             config = getattr(model, "generation_config", None)
             eos = getattr(config, "eos_token_id", None)
@@ -133,14 +134,15 @@ class HFCapture:
                 start = row.positions[name]
                 row.positions[name] = start + rows.shape[0]
                 text = self._text[b] if first and b < len(self._text) and len(self._text[b]) == rows.shape[0] else ()
-                self.monitor.send_chunk(row.request_id, name, start, rows, text)
+                ids = self._ids[b] if b < len(self._ids) and len(self._ids[b]) == rows.shape[0] else ()
+                self.monitor.send_chunk(row.request_id, name, start, rows, text, ids=ids)
 
         return fn
 
     def _read_tokens(self, module, args, kwargs) -> None:
         """Mark the rows that have finished (their input is an end token after the prompt), and
         decode the tokens this forward feeds the model (none when it is given embeddings)."""
-        self._text = []
+        self._text, self._ids = [], []
         edits = self._edits
         self._steering = [(b, edits[r.request_id]) for b, r in enumerate(self._rows) if r.request_id in edits]
         for _, edit in self._steering:
@@ -155,10 +157,11 @@ class HFCapture:
             started = bool(self.hook_names) and row.positions[self.hook_names[0]] > 0
             if end and started and not row.finished:
                 row.finished = True
-        if self._tokenizer is not None:
-            for b, row in enumerate(self._rows):
-                skip = row.pad if row.positions.get(self.hook_names[0], 0) == 0 else 0
-                pieces = [[i] for i in ids[b, skip:].tolist()]
+        for b, row in enumerate(self._rows):
+            skip = row.pad if row.positions.get(self.hook_names[0], 0) == 0 else 0
+            self._ids.append(tuple(ids[b, skip:].tolist()))
+            if self._tokenizer is not None:
+                pieces = [[i] for i in self._ids[-1]]
                 self._text.append(tuple(self._tokenizer.batch_decode(pieces, clean_up_tokenization_spaces=False)))
 
     def _emit_lookback(self, start: int, ratios: torch.Tensor) -> None:

@@ -29,11 +29,18 @@ class LocalMonitor:
         self.engine.start(request_id, self.model_id, spans)
 
     def send_chunk(
-        self, request_id: str, hook_name: str, start_position: int, rows: torch.Tensor, text: tuple[str, ...] = ()
+        self,
+        request_id: str,
+        hook_name: str,
+        start_position: int,
+        rows: torch.Tensor,
+        text: tuple[str, ...] = (),
+        ids: tuple[int, ...] = (),
     ) -> None:
         if text:
             self.engine.add_text(request_id, start_position, list(text))
-        for v in self.engine.add_chunk(request_id, hook_name, start_position, rows.float()).verdicts:
+        token_ids = torch.tensor(ids, dtype=torch.long) if len(ids) else None
+        for v in self.engine.add_chunk(request_id, hook_name, start_position, rows.float(), token_ids).verdicts:
             if self.on_verdict:
                 self.on_verdict(v)
 

@@ -139,6 +139,7 @@ class TokenRows:
     roles: torch.Tensor  # [n] SpanRole values
     latents: torch.Tensor | None  # [n, d_sae]; None for detectors without an SAE
     residual: torch.Tensor | None = None  # [n, d_model]: the rows the latents encode
+    token_ids: torch.Tensor | None = None  # [n] when the capture sends them (optional on the wire)
 
 
 @dataclass

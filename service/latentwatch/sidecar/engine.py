@@ -37,6 +37,7 @@ class Chunk(NamedTuple):
     hook_name: str
     start_position: int
     acts: torch.Tensor
+    token_ids: torch.Tensor | None = None  # [n_tokens], when the capture sent them
 
 
 @dataclass
@@ -172,9 +173,11 @@ class Engine:
             if self.alert_text != "none":
                 session.text.update(zip(positions.tolist(), pieces, strict=True))
 
-    def add_chunk(self, request_id: str, hook_name: str, start_position: int, acts: torch.Tensor) -> Outcome:
+    def add_chunk(
+        self, request_id: str, hook_name: str, start_position: int, acts: torch.Tensor, token_ids=None
+    ) -> Outcome:
         """Score a chunk of already-decoded fp32 activations; the outcome's verdicts are new flags."""
-        (result,) = self.add_chunks([Chunk(request_id, hook_name, start_position, acts)])
+        (result,) = self.add_chunks([Chunk(request_id, hook_name, start_position, acts, token_ids)])
         if isinstance(result, MonitorError):
             raise result
         return result
@@ -185,7 +188,7 @@ class Engine:
         SAE over all their rows. Each chunk gets its outcome, or the error that refused it."""
         results: list[Outcome | MonitorError] = [Outcome() for _ in chunks]
         with self._lock:
-            accepted: list[tuple[int, _Session, torch.Tensor, torch.Tensor]] = []
+            accepted: list[tuple[int, _Session, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
             for i, c in enumerate(chunks):
                 try:
                     session = self._session(c.request_id)
@@ -197,16 +200,17 @@ class Engine:
                     continue
                 keep = positions > 0  # position 0 is the attention sink: no SAE explains it
                 if keep.any():
-                    accepted.append((i, session, positions[keep], c.acts[keep]))
+                    ids = c.token_ids[keep] if c.token_ids is not None else None
+                    accepted.append((i, session, positions[keep], c.acts[keep], ids))
             # One encode per SAE over every accepted chunk of its layer.
             encoded: dict[int, list[tuple[LoadedSAE, torch.Tensor, float, float]]] = {i: [] for i, *_ in accepted}
             for sae in self.saes.values():
-                mine = [(i, acts) for i, _, _, acts in accepted if chunks[i].hook_name == sae.hook_name]
+                mine = [(i, acts) for i, _, _, acts, _ in accepted if chunks[i].hook_name == sae.hook_name]
                 if mine:
                     for (i, _), (feats, err, dev) in zip(mine, sae.encode_many([a for _, a in mine]), strict=True):
                         encoded[i].append((sae, feats, err, dev))
             # Then each chunk in order, exactly as add_chunk alone would see it.
-            for i, session, positions, acts in accepted:
+            for i, session, positions, acts, ids in accepted:
                 out = results[i]
                 out.chunks, out.tokens = 1, acts.shape[0]
                 latents = {}
@@ -220,7 +224,7 @@ class Engine:
                     if det.sae is not None and det.sae.sae_id not in latents:
                         continue  # its layer is not in this chunk
                     lat = latents[det.sae.sae_id] if det.sae is not None else None
-                    rows = TokenRows(positions=positions, roles=roles, latents=lat, residual=acts)
+                    rows = TokenRows(positions=positions, roles=roles, latents=lat, residual=acts, token_ids=ids)
                     det.observe(session.states[det.name], rows, self._upstream(session, det))
                     self._judge(session, det, False, out)
         return results
@@ -273,7 +277,7 @@ class Engine:
         request_id: str,
         model_id: str,
         spans: list[Span],
-        chunks: list[tuple[str, int, torch.Tensor]],
+        chunks: list[tuple[str, int, torch.Tensor] | tuple[str, int, torch.Tensor, torch.Tensor | None]],
         attention: list[tuple[int, list[str], torch.Tensor]] = (),
         text: list[tuple[int, list[str]]] = (),
     ):
@@ -286,8 +290,8 @@ class Engine:
                 self.add_text(request_id, start_position, pieces)
             for start_position, heads, lookback in attention:
                 on_the_way.absorb(self.add_attention(request_id, start_position, heads, lookback))
-            for hook_name, start_position, acts in chunks:
-                on_the_way.absorb(self.add_chunk(request_id, hook_name, start_position, acts))
+            for hook_name, start_position, acts, *ids in chunks:  # token ids: an optional fourth item
+                on_the_way.absorb(self.add_chunk(request_id, hook_name, start_position, acts, *ids))
         except MonitorError:
             with self._lock:
                 self._sessions.pop(request_id, None)

@@ -55,6 +55,11 @@ def _lookback(a: pb.AttentionChunk) -> torch.Tensor:
     return from_wire(a.lookback, len(a.heads), what="lookback ratios")
 
 
+def _ids(c: pb.ActivationChunk) -> torch.Tensor | None:
+    """The chunk's token ids (optional on the wire; their count is checked in ``_decode_chunk``)."""
+    return torch.tensor(list(c.token_ids), dtype=torch.long) if c.token_ids else None
+
+
 def _spans(start: pb.RequestStart) -> list[Span]:
     return [Span(role=s.role, start=s.start, end=s.end) for s in start.spans]
 
@@ -199,7 +204,7 @@ class MonitorServicer(pb_grpc.MonitorServicer):
                     except MonitorError as exc:
                         slot += self._refused(kind, c.request_id, exc)
                         continue
-                    held.append((slot, c, Chunk(c.request_id, c.hook_name, c.start_position, acts), received))
+                    held.append((slot, c, Chunk(c.request_id, c.hook_name, c.start_position, acts, _ids(c)), received))
                     continue
                 if held and _request_of(msg) in {h[1].request_id for h in held}:
                     score_held()
@@ -277,7 +282,7 @@ class MonitorServicer(pb_grpc.MonitorServicer):
         await _refuse_undecodable(request, context)
 
         def run():
-            chunks = [(c.hook_name, c.start_position, self._decode_chunk(c)) for c in request.chunks]
+            chunks = [(c.hook_name, c.start_position, self._decode_chunk(c), _ids(c)) for c in request.chunks]
             attention = [(a.start_position, list(a.heads), _lookback(a)) for a in request.attention]
             text = [(c.start_position, list(c.token_text)) for c in request.chunks if c.token_text]
             start = request.start

@@ -42,8 +42,11 @@ from latentwatch.training.devdata import bbq_prompt, bbq_rows, refusal_instructi
 from latentwatch.training.evaluate import auroc, threshold_at_fpr
 from latentwatch.training.probes import HARD_NEGATIVE_WEIGHT, fit_sparse_probe, response_windows
 
-BBQ_FIT_CATEGORY = "Physical_appearance"
-BBQ_TEST_CATEGORY = "Disability_status"
+# Fitted on the two dev BBQ categories; measured on the project's authored items of seven
+# categories neither dev file has (age, gender, SES, religion, nationality, sexual
+# orientation, race), so the probe is judged on groups and stereotypes it never saw.
+BBQ_FIT_CATEGORIES = ("Physical_appearance", "Disability_status")
+AUTHORED_BBQ = DATA_DIR / "bbq_authored.jsonl"
 STEREOTYPE_TEST_CATEGORIES = ("physical_appearance", "disability")
 ANSWER_TOKENS = 16
 LETTERS = "ABC"
@@ -86,12 +89,33 @@ def bbq_items(category: str, split: str, limit: int, seed: int = 0) -> list[dict
     return random.Random(seed).sample(rows, min(limit, len(rows)))
 
 
-def forced_pairs(rows: list[dict]) -> list[dict]:
-    """Both answers of every item, teacher-forced: the stereotyped (1) and the counter-stereotyped (0)."""
+def authored_bbq_rows(seed: int = 0) -> list[dict]:
+    """The authored ambiguous items in BBQ's schema: each gives a negative and a
+    non-negative question, with the three options in a seeded random order (so an
+    option's letter says nothing about its role)."""
+    rng = random.Random(seed)
+    out = []
+    for n, item in enumerate(read_rows(AUTHORED_BBQ)):
+        for polarity in ("neg", "nonneg"):
+            options = [(item["target"], item["group"]), (item["other"], "other"), ("Cannot be determined", "unknown")]
+            rng.shuffle(options)
+            out.append({
+                "example_id": n, "category": item["category"], "context_condition": "ambig",
+                "question_polarity": polarity, "context": item["context"], "question": item[polarity],
+                **{f"ans{i}": text for i, (text, _) in enumerate(options)},
+                "answer_info": {f"ans{i}": [text, tag] for i, (text, tag) in enumerate(options)},
+                "additional_metadata": {"stereotyped_groups": [item["group"]]},
+            })  # fmt: skip
+    return out
+
+
+def forced_answers(rows: list[dict]) -> list[dict]:
+    """Every answer of every item, teacher-forced: the stereotyped one (1), the
+    counter-stereotyped one and "cannot be determined" (0); ``pair`` names the item."""
     out = []
     for n, r in enumerate(rows):
         roles = option_roles(r)
-        for k in ("stereotyped", "counter"):
+        for k in ("stereotyped", "counter", "unknown"):
             out.append({"messages": user_turn(bbq_prompt(r)), "response": forced_answer(r, roles[k]),
                         "label": int(k == "stereotyped"), "kind": f"forced_{k}", "category": r["category"],
                         "pair": n})  # fmt: skip
@@ -144,16 +168,17 @@ def build_bias_sets(
     answers are generated for the test category, where they measure the probe."""
     if not bbq_rows("train"):
         raise FileNotFoundError("the dev sets (../shared/data/dev/bias) are needed to build the bias sets")
-    test_items = bbq_items(BBQ_TEST_CATEGORY, "test", per_category)
+    test_items = authored_bbq_rows()
     own_test, counts = own_answers(lm, test_items[:own])
     (out_dir / "biased_answer_own_counts.json").write_text(json.dumps(counts, indent=2) + "\n")
     harmless_fit = harmless_answers(lm, "train", 2 * harmless, seed=1)
     harmless_test = harmless_answers(lm, "test", harmless)
     authored = authored_stereotypes()
+    fit_items = [r for c in BBQ_FIT_CATEGORIES for r in bbq_items(c, "train", per_category)]
     files = {
-        "biased_answer_fit.jsonl": forced_pairs(bbq_items(BBQ_FIT_CATEGORY, "train", per_category)),
+        "biased_answer_fit.jsonl": forced_answers(fit_items),
         "bias_harmless_fit.jsonl": harmless_fit,
-        "biased_answer_test.jsonl": forced_pairs(test_items),
+        "biased_answer_test.jsonl": forced_answers(test_items),
         "biased_answer_own_test.jsonl": own_test,
         "stereotype_assertion_test.jsonl": [r for r in authored if is_stereotype_test(r)] + harmless_test,
         "bias_harmless_test.jsonl": harmless_test,

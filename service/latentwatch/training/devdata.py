@@ -58,12 +58,13 @@ def dev_text() -> str:
     return "\n".join(parts)
 
 
-def rag_rows(split: str) -> list[dict]:
-    """CoConflictQA rows (``question``, ``context``, ``answers``, ...) of one split."""
+def rag_rows(split: str, source: str = "*") -> list[dict]:
+    """CoConflictQA rows (``question``, ``context``, ``answers``, ...) of one split,
+    from every file or from one ``source`` (a file's stem, e.g. ``coconflictqa_nq``)."""
     root = dev_data_dir()
     if root is None or not (root / "rag").is_dir():
         return []
-    rows = [r for f in sorted((root / "rag").glob("*.jsonl")) for r in read_rows(f)]
+    rows = [r for f in sorted((root / "rag").glob(f"{source}.jsonl")) for r in read_rows(f)]
     return [r for r in rows if split_of(r["question"] + r["context"]) == split]
 
 

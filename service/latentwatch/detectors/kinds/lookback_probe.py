@@ -7,10 +7,16 @@ SAE latents (context-copying vs. parametric-recall features, ReDeEP's idea in
 SAE terms). It scores once ``min_tokens`` response tokens carry both, and
 after every chunk from then on, so an absence rule can judge early.
 
+A third, optional input is ``overlap``: the share of response tokens whose
+id also occurs in the context span, counted in the sidecar from the token
+ids the capture sends with its rows (an answer copied from the passage
+reuses its tokens; one from memory brings new ones). Without ids on the
+wire it sits at its training mean, so it adds nothing either way.
+
 Parameters: ``heads`` (``["L14H3", ...]``), ``probe`` (safetensors with
-``indices`` of the latents, ``weights`` over [heads..., latents...],
-``bias``, ``mean``, ``scale``), ``min_tokens`` (default 4), ``roles``
-(default ``[response]``).
+``indices`` of the latents, ``weights`` over [heads..., latents...,
+overlap if ``overlap``], ``bias``, ``mean``, ``scale``), ``overlap``
+(default false), ``min_tokens`` (default 4), ``roles`` (default ``[response]``).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from latentwatch.detectors.kinds import register
 from latentwatch.detectors.probe import LinearProbe
 
 TOP_EVIDENCE = 5
+OVERLAP_LABEL = "answer tokens found in the context"
 
 
 @dataclass
@@ -43,6 +50,9 @@ class _State:
     latent_sum: torch.Tensor
     lookback_n: int = 0
     latent_n: int = 0
+    context_ids: set[int] = field(default_factory=set)
+    overlap_hits: int = 0
+    overlap_n: int = 0
     first: int = -1
     last: int = -1
 
@@ -53,6 +63,7 @@ class Params:
     probe: str  # the probe artifact, relative to the spec
     roles: list[str] = field(default_factory=lambda: ["response"])
     min_tokens: int = 4
+    overlap: bool = False  # the probe's last weight reads the answer-context token overlap
 
 
 @register
@@ -70,10 +81,12 @@ class LookbackProbe(Detector):
         self.min_tokens = p.min_tokens
         self.probe = LinearProbe.load(spec.artifact(p.probe))
         self.indices, self.weights, self.bias = self.probe.indices, self.probe.weights, self.probe.bias
-        if len(self.weights) != len(self._heads) + len(self.indices):
+        self.overlap = p.overlap
+        self._context_role = ROLE_NAMES["context"]
+        if len(self.weights) != len(self._heads) + len(self.indices) + self.overlap:
             raise ValueError(
-                f"{spec.name}: probe has {len(self.weights)} weights for {len(self._heads)} heads "
-                f"and {len(self.indices)} latents"
+                f"{spec.name}: probe has {len(self.weights)} weights for {len(self._heads)} heads, "
+                f"{len(self.indices)} latents" + (" and the overlap" if self.overlap else "")
             )
         if len(self.indices) and (sae is None or int(self.indices.max()) >= sae.d_sae):
             raise ValueError(f"{spec.name}: probe latents need an SAE with more than {int(self.indices.max())} latents")
@@ -95,6 +108,11 @@ class LookbackProbe(Detector):
 
     def observe(self, state: _State, rows: TokenRows, upstream) -> None:
         keep = torch.isin(rows.roles, self.roles)
+        if self.overlap and rows.token_ids is not None:
+            state.context_ids.update(rows.token_ids[rows.roles == self._context_role].tolist())
+            if keep.any() and state.context_ids:
+                state.overlap_hits += sum(i in state.context_ids for i in rows.token_ids[keep].tolist())
+                state.overlap_n += int(keep.sum())
         if keep.any() and rows.latents is not None:
             state.latent_sum += rows.latents[keep][:, self.indices].sum(0)
             state.latent_n += int(keep.sum())
@@ -116,6 +134,9 @@ class LookbackProbe(Detector):
         lookback = state.lookback_sum / max(state.lookback_n, 1)
         latents = state.latent_sum / max(state.latent_n, 1)
         x = torch.cat([lookback, latents])
+        if self.overlap:  # without ids on the wire: the training mean, which contributes nothing
+            share = state.overlap_hits / state.overlap_n if state.overlap_n else float(self.probe.mean[-1])
+            x = torch.cat([x, torch.tensor([share])])
         contrib = self.probe.contributions(x)
         value = sigmoid(float(contrib.sum()) + self.bias)
         evidence = []
@@ -125,6 +146,8 @@ class LookbackProbe(Detector):
             if i < len(self._heads):  # a head's evidence: source "attention:L14H3", activation = its mean ratio
                 h = self._heads[i]
                 evidence.append(Evidence(f"attention:{h}", 0, float(x[i]), float(contrib[i]), f"lookback ratio {h}"))
+            elif i == len(x) - 1 and self.overlap:
+                evidence.append(Evidence("tokens:context", 0, float(x[i]), float(contrib[i]), OVERLAP_LABEL))
             else:
                 j = int(self.indices[i - len(self._heads)])
                 evidence.append(Evidence(self.sae.sae_id, j, float(x[i]), float(contrib[i]), self.sae.label(j)))
@@ -139,6 +162,8 @@ class LookbackProbe(Detector):
             if i < len(self._heads):
                 h = self._heads[i]
                 out.append(Evidence(f"attention:{h}", 0, 0.0, 0.0, f"lookback ratio {h}"))
+            elif i == len(self.weights) - 1 and self.overlap:
+                out.append(Evidence("tokens:context", 0, 0.0, 0.0, OVERLAP_LABEL))
             else:
                 j = int(self.indices[i - len(self._heads)])
                 out.append(Evidence(self.sae.sae_id, j, 0.0, 0.0, self.sae.label(j)))

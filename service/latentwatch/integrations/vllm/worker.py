@@ -106,6 +106,7 @@ class _Step:
     rows: list[tuple[str, int, int, int]]  # (internal id, first row, end row, first position)
     n_tokens: int
     slots: np.ndarray | None = None  # KV slot of every scheduled token (lookback only)
+    ids: torch.Tensor | None = None  # token id of every scheduled token, host memory (see _read_ids)
 
 
 class _Capture:
@@ -124,7 +125,11 @@ class _Capture:
         self.hook_errors = 0
         self._step: _Step | None = None
         self._in_step = False
-        layers = _decoder_layers(self.runner.get_model())
+        model = self.runner.get_model()
+        layers = _decoder_layers(model)
+        embed = getattr(getattr(model, "model", None), "embed_tokens", None)
+        if isinstance(embed, torch.nn.Module):  # token ids ride along with the rows (optional on the wire)
+            embed.register_forward_pre_hook(self._read_ids)
         for i, name in zip(settings.layers, settings.hook_names, strict=True):
             _layer(layers, i).register_forward_hook(self._residual_hook(name))
         self.lookback = _Lookback(self, layers, settings.heads) if settings.heads else None
@@ -206,6 +211,21 @@ class _Capture:
 
     # -- the residual stream -----------------------------------------------------------------------
 
+    def _read_ids(self, module, args) -> None:
+        """The ids the embedding is about to read, copied to the host without waiting: the
+        residual hook's copy comes later on the same stream, so its event covers this one."""
+        if not self.requests or not args:
+            return
+        step = self.step()
+        if step is None or not isinstance(args[0], torch.Tensor) or args[0].dim() != 1:
+            return
+        try:
+            ids = args[0][: step.n_tokens]  # the runner's buffer: the next step overwrites it
+            step.ids = ids.clone() if ids.device.type == "cpu" else _to_host(ids, record=False)[0]
+        except Exception:  # noqa: BLE001 - the monitor never fails a forward
+            self.hook_errors += 1
+            log.exception("latentwatch: token id capture failed")
+
     def _residual_hook(self, name: str):
         def hook(module, args, output) -> None:
             if not self.requests:
@@ -222,7 +242,8 @@ class _Capture:
                 summed = torch.add(hidden[:n], residual[:n])  # the one copy: residual stream of scheduled rows
                 host, ready = _to_host(summed)
                 for _, req, a, b, pos in parts:
-                    self.client.send_chunk(req.public_id, name, pos, host[a:b], ready)
+                    ids = step.ids[a:b] if step.ids is not None else ()
+                    self.client.send_chunk(req.public_id, name, pos, host[a:b], ready, ids=ids)
             except Exception:  # noqa: BLE001 - the monitor never fails a forward
                 self.hook_errors += 1
                 log.exception("latentwatch: residual capture failed")
@@ -267,8 +288,9 @@ class _Capture:
         }
 
 
-def _to_host(t: torch.Tensor) -> tuple[torch.Tensor, object]:
-    """``t`` in host memory, and the event that marks the copy complete (None on CPU).
+def _to_host(t: torch.Tensor, record: bool = True) -> tuple[torch.Tensor, object]:
+    """``t`` in host memory, and the event that marks the copy complete (None on CPU,
+    or when ``record`` is False because a later copy's event will cover this one).
 
     From a GPU the copy is asynchronous into pinned memory, so the forward does
     not wait for it; the sender thread waits on the event before serialising.
@@ -277,6 +299,8 @@ def _to_host(t: torch.Tensor) -> tuple[torch.Tensor, object]:
         return t, None
     host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
     host.copy_(t, non_blocking=True)
+    if not record:
+        return host, None
     event = torch.cuda.Event()
     event.record()
     return host, event
