@@ -20,6 +20,16 @@ log p(token | no passage) per answer token. Each signal is pooled over the first
 W answer tokens, fitted (logistic, L2) on the fitting set and scored on the other
 two, alone and combined; the lexical-overlap baseline is scored on the same
 records. Reproduce: ``python bench/rag_signals.py --data EVAL_DIR --model M``.
+
+Measured 2026-12-08 on qwen2.5-coder-0.5b-instruct (2-core CPU: 20 min for the 424
+records' forwards, then ``--cache`` reruns in about a minute); AUROC for *ignored* on the
+held-apart source (Natural Questions, 160 answers, 61 ignored), first 16 answer tokens:
+every head's lookback 0.60, copy 0.67, context norm 0.59, latents 0.58, overlap 0.64, all
+of them 0.66; the with/without-context teacher itself 0.59; lexical overlap 0.54. The
+fitting source reads 0.98-1.00 for the all-head probes: they fit noise. Why: of the 61
+ignored answers 58 are misreadings (another entity *from the passage*) and 3 give the
+model's own memory; the teacher shows the misread entity as context-driven (log-ratio
++8 to +9 nats on its first token), so no context-reliance signal can separate them.
 """
 
 from __future__ import annotations

@@ -156,3 +156,59 @@ def test_attention_chunks_over_grpc_reach_a_lookback_detector(tmp_path, lm):
     assert rule.flagged == (attending.score < 0.5) and "context" in rule.explanation
     assert list(listed["context_attending"].heads) == ["L14H5", "L27H8"]
     assert list(listed["rag_ignored"].requires) == ["context_attending"]
+
+
+def _overlap_specs(tmp_path) -> list[Path]:
+    """A lookback_probe reading one head and the answer-context token overlap (weights set
+    here, not trained), on the bundled SAE's layer so activation chunks (with ids) reach it."""
+    from safetensors.torch import save_file
+
+    save_file({"indices": torch.zeros(0, dtype=torch.int32), "weights": torch.tensor([0.0, 4.0]),
+               "bias": torch.tensor(0.0), "mean": torch.tensor([0.5, 0.5]), "scale": torch.tensor([1.0, 0.25])},
+              str(tmp_path / "attending.safetensors"))  # fmt: skip
+    spec = tmp_path / "context_attending.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "context_attending", "kind": "lookback_probe", "sae": "smollm2-135m-instruct-l12",
+        "threshold": 0.5, "alert": False,
+        "params": {"heads": ["L14H5"], "probe": str(tmp_path / "attending.safetensors"), "min_tokens": 2,
+                   "overlap": True},
+    }))  # fmt: skip
+    rule = tmp_path / "rag_ignored.yaml"
+    rule.write_text(yaml.safe_dump({
+        "name": "rag_ignored", "kind": "absence", "sae": None, "threshold": 0.5,
+        "params": {"trigger": "span:context", "expected": "context_attending", "within_tokens": 4},
+    }))  # fmt: skip
+    return [spec, rule]
+
+
+def test_overlap_counts_answer_tokens_found_in_the_context(tmp_path):
+    """The sidecar counts, from the ids that come with the rows, how many answer tokens the
+    context holds: an answer made of context tokens reads as attending, one of new tokens
+    flags rag_ignored naming the overlap as missing, and rows without ids leave the feature
+    at its training mean (score exactly sigmoid(bias))."""
+    from latentwatch.detectors.base import Span
+    from latentwatch.sidecar.engine import Engine
+
+    engine = Engine.from_specs(_overlap_specs(tmp_path))
+    (hook,) = engine.hook_names
+    spans = [Span(pb.SPAN_ROLE_CONTEXT, 1, 6), Span(pb.SPAN_ROLE_USER, 6, 8), Span(pb.SPAN_ROLE_RESPONSE, 8, 12)]
+    context_ids = [11, 12, 13, 14, 15]
+    rows = torch.randn(12, 576)
+    ratios = torch.full((12, 1), 0.5)
+
+    def run(rid: str, answer_ids: list[int] | None) -> dict:
+        engine.start(rid, "m", spans)
+        engine.add_attention(rid, 0, ["L14H5"], ratios)
+        ids = None if answer_ids is None else torch.tensor([1, *context_ids, 21, 22, *answer_ids])
+        engine.add_chunk(rid, hook, 0, rows, ids)
+        return {v.detector: v for v in engine.end(rid).verdicts}
+
+    copied = run("copied", [12, 14, 15, 11])
+    assert copied["context_attending"].score == pytest.approx(float(torch.sigmoid(torch.tensor(8.0))), abs=1e-5)
+    assert not copied["rag_ignored"].flagged
+    new = run("new", [31, 32, 33, 12])  # a quarter of the answer is in the context
+    assert new["context_attending"].score == pytest.approx(float(torch.sigmoid(torch.tensor(-4.0))), abs=1e-5)
+    assert new["rag_ignored"].flagged
+    assert any(e.label == "answer tokens found in the context" and e.missing for e in new["rag_ignored"].evidence)
+    bare = run("no-ids", None)
+    assert bare["context_attending"].score == pytest.approx(0.5, abs=1e-6)

@@ -54,6 +54,7 @@ class Tap:
         self.starts: dict[str, pb.RequestStart] = {}
         self.ends: set[str] = set()
         self.rows: dict[tuple[str, str], list[tuple[int, torch.Tensor]]] = {}
+        self.ids: dict[tuple[str, str], dict[int, int]] = {}  # (request, hook) -> position -> token id
         self.lookback: dict[str, list[tuple[int, list[str], torch.Tensor]]] = {}
         self.chunks = 0
         original = servicer.handle_group
@@ -78,6 +79,8 @@ class Tap:
                 c = msg.chunk
                 rows = from_wire(c.activations, c.activations.shape[1])
                 self.rows.setdefault((c.request_id, c.hook_name), []).append((c.start_position, rows))
+                ids = self.ids.setdefault((c.request_id, c.hook_name), {})
+                ids.update(enumerate(c.token_ids, start=c.start_position))
             elif kind == "attention":
                 a = msg.attention
                 ratios = from_wire(a.lookback, len(a.heads), what="lookback")
@@ -148,6 +151,9 @@ def _assert_rows_match_hf(lm, tap: Tap, resp: dict, first: int = 0, hooks: list[
         lo = max(first, 1)  # position 0, the attention sink (norm ~100x the others), is left out
         err = _rel_errors(got[lo - first : len(ids) - first], want[hook][lo:])
         assert err.median() < ROW_REL_MEDIAN and err.max() < ROW_REL_MAX, (hook, float(err.median()), float(err.max()))
+        # each row came with the id of its token (what overlap-reading detectors count)
+        got_ids = tap.ids[rid, hook]
+        assert [got_ids.get(p) for p in range(first, len(ids))] == ids[first:], hook
 
 
 def test_rows_captured_in_vllm_match_an_hf_forward(stack, lm):

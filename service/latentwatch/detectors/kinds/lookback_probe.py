@@ -53,6 +53,7 @@ class _State:
     context_ids: set[int] = field(default_factory=set)
     overlap_hits: int = 0
     overlap_n: int = 0
+    rows_seen: bool = False  # an activation chunk came: whether ids travel with them is known
     first: int = -1
     last: int = -1
 
@@ -108,6 +109,7 @@ class LookbackProbe(Detector):
 
     def observe(self, state: _State, rows: TokenRows, upstream) -> None:
         keep = torch.isin(rows.roles, self.roles)
+        state.rows_seen = True
         if self.overlap and rows.token_ids is not None:
             state.context_ids.update(rows.token_ids[rows.roles == self._context_role].tolist())
             if keep.any() and state.context_ids:
@@ -129,6 +131,8 @@ class LookbackProbe(Detector):
             return None  # nothing to attend to: no judgement
         needs_latents = len(self.indices) > 0
         n = min(state.lookback_n, state.latent_n) if needs_latents else state.lookback_n
+        if self.overlap:  # ratios may come before the rows (and ids) of the same tokens: wait for both
+            n = min(n, state.overlap_n) if state.context_ids else (n if state.rows_seen else 0)
         if n < self.min_tokens and not (final and n > 0):
             return None
         lookback = state.lookback_sum / max(state.lookback_n, 1)
