@@ -88,7 +88,7 @@ def test_held_out_stereotypes_outscore_their_twins_and_neutral_sentences(engine,
     held = [r for r in authored_stereotypes() if is_stereotype_test(r) and r["category"] != "none"]
     keys = [(r["pair"], r["kind"]) for r in held]
     scores = dict(zip(keys, _score(engine, lm, "stereotype_assertion", held), strict=True))
-    pairs = sorted({p for p, _ in scores})
+    pairs = sorted({p for p, kind in scores if kind == "stereotype"})  # group facts stand alone
     twin_wins = sum(scores[p, "stereotype"] > scores[p, "counter"] for p in pairs)
     neutral_wins = sum(scores[p, "stereotype"] > scores[p, "neutral"] for p in pairs)
     assert twin_wins >= 0.7 * len(pairs), (twin_wins, len(pairs))

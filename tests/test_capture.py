@@ -27,13 +27,16 @@ class Recorder:
 
     def __init__(self):
         self.rows: dict[str, list[tuple[int, torch.Tensor]]] = {}
+        self.ids: dict[str, list[int]] = {}
         self.events: list[str] = []
 
     def start_request(self, request_id, spans):
         self.events.append(f"start:{request_id}")
 
-    def send_chunk(self, request_id, hook_name, start_position, rows, text=()):
+    def send_chunk(self, request_id, hook_name, start_position, rows, text=(), ids=()):
         self.rows.setdefault(hook_name, []).append((start_position, rows))
+        assert len(ids) == rows.shape[0]
+        self.ids.setdefault(hook_name, []).extend(ids)
 
     def end_request(self, request_id):
         self.events.append(f"end:{request_id}")
@@ -64,6 +67,7 @@ def test_captured_rows_equal_hf_hidden_states(lm):
         want = hs[layer + 1][0, : got.shape[0]]  # hidden_states[i + 1] is the output of layer i
         assert got.shape == want.shape
         torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+        assert rec.ids[hook] == out[0, : got.shape[0]].tolist()  # each row with its token's id
 
 
 def test_client_never_blocks_and_counts_drops_when_sidecar_is_absent():
@@ -186,7 +190,7 @@ class BatchRecorder:
     def start_request(self, request_id, spans):
         self.events.append(f"start:{request_id}")
 
-    def send_chunk(self, request_id, hook_name, start_position, rows, text=()):
+    def send_chunk(self, request_id, hook_name, start_position, rows, text=(), ids=()):
         self.rows.setdefault((request_id, hook_name), []).append((start_position, rows))
         self.text.setdefault(request_id, []).extend(text)
 
