@@ -91,6 +91,16 @@ def test_head_names_parse_and_bad_ones_are_refused(lm):
         LookbackTracker(lm.model, [Head(99, 0)])
 
 
+def _rag_rule(tmp_path) -> Path:
+    """rag_ignored: context supplied, context_attending expected within 4 answer tokens."""
+    rule = tmp_path / "rag_ignored.yaml"
+    rule.write_text(yaml.safe_dump({
+        "name": "rag_ignored", "kind": "absence", "sae": None, "threshold": 0.5,
+        "params": {"trigger": "span:context", "expected": "context_attending", "within_tokens": 4},
+    }))  # fmt: skip
+    return rule
+
+
 def _lookback_spec(tmp_path) -> Path:
     """A lookback_probe detector over two heads (no latents): enough to carry
     attention statistics end to end. Its weights are set here, not trained."""
@@ -104,12 +114,7 @@ def _lookback_spec(tmp_path) -> Path:
         "name": "context_attending", "kind": "lookback_probe", "sae": None, "threshold": 0.5, "alert": False,
         "params": {"heads": ["L14H5", "L27H8"], "probe": str(tmp_path / "attending.safetensors"), "min_tokens": 2},
     }))  # fmt: skip
-    rule = tmp_path / "rag_ignored.yaml"
-    rule.write_text(yaml.safe_dump({
-        "name": "rag_ignored", "kind": "absence", "sae": None, "threshold": 0.5,
-        "params": {"trigger": "span:context", "expected": "context_attending", "within_tokens": 4},
-    }))  # fmt: skip
-    return [spec, rule]
+    return [spec, _rag_rule(tmp_path)]
 
 
 def test_attention_chunks_over_grpc_reach_a_lookback_detector(tmp_path, lm):
@@ -173,12 +178,7 @@ def _overlap_specs(tmp_path) -> list[Path]:
         "params": {"heads": ["L14H5"], "probe": str(tmp_path / "attending.safetensors"), "min_tokens": 2,
                    "overlap": True},
     }))  # fmt: skip
-    rule = tmp_path / "rag_ignored.yaml"
-    rule.write_text(yaml.safe_dump({
-        "name": "rag_ignored", "kind": "absence", "sae": None, "threshold": 0.5,
-        "params": {"trigger": "span:context", "expected": "context_attending", "within_tokens": 4},
-    }))  # fmt: skip
-    return [spec, rule]
+    return [spec, _rag_rule(tmp_path)]
 
 
 def test_overlap_counts_answer_tokens_found_in_the_context(tmp_path):
