@@ -2,14 +2,14 @@
 
 **biased_answer**: BBQ items with an *ambiguous* context (nothing in it
 decides the question). The bias direction is BBQ's: the stereotyped group for
-a negative question, the other group for a non-negative one. The bundled model
-almost never answers "cannot be determined", so the informative contrast is
-a stereotyped answer against the counter-stereotyped one. Labels for the
-model's own answers come from the option it names (``parse_choice``); since
-it is weak at multiple choice, both options of every item are also
-teacher-forced in the model's own answer format, which gives balanced pairs
-whose only difference is the group named. The probe is fitted on one BBQ
-category and measured on the other.
+a negative question, the other group for a non-negative one. Small models
+answer multiple choice by option position (Qwen-0.5B says "A." to nearly
+every item), so labels from their own choices (``parse_choice``) measure
+option order; every answer of every item is therefore teacher-forced in the
+model's answer format (stereotyped = 1; counter-stereotyped and "cannot be
+determined" = 0), which rates the response whatever the model would have
+chosen. The probe is fitted on the dev BBQ categories and measured on the
+project's authored items of seven categories the dev files lack.
 
 **stereotype_assertion**: authored teacher-forced generalisations about
 groups (``detectors/data/stereotypes.jsonl``) against their counter-

@@ -1,14 +1,17 @@
 """Train the context_attending probe behind ``rag_ignored``, and build its evaluation sets.
 
-Data: the bundled model's own greedy answers to questions with a supplied
-passage. Label: the answer *followed* the passage if it contains one of the
-passage's answers, else it *ignored* it. Training uses the dev RAG sets'
-``train`` split only; the dev ``test`` split and the project's authored
-passages (invented facts and counterfactuals, never trained on) measure it.
+Data: the model's own greedy answers to questions with a supplied passage.
+Label: the answer *followed* the passage if it names one of the passage's
+answers (``followed``), else it *ignored* it. Whole sources are held apart:
+fitting reads one dev source's ``train`` split, measurement another source's
+``test`` split, each with counterfactual twins made here (``counterfactual``:
+the answer entity swapped inside the passage, so it contradicts memory), plus
+the project's authored passages (never trained on).
 
 Features are the ones the monitor streams, over the first ``within_tokens``
 response tokens (the absence rule judges there): each attention head's mean
-lookback ratio, and the SAE's mean latents. Heads are chosen by measurement
+lookback ratio, the SAE's mean latents, and the share of answer tokens found
+in the context (``context_overlap``). Heads are chosen by measurement
 (an L1 probe over all heads' lookback ratios picks a few), then a sparse
 probe over those heads plus a few latents gives the context-attending score.
 A lookback-only probe on the same heads (plain Lookback Lens) is saved as a
