@@ -53,3 +53,17 @@ def test_wire_rejects_nan():
     x[0, 1] = float("nan")
     with pytest.raises(MonitorError, match="NaN"):
         from_wire(to_wire(x), 3)
+
+
+def test_naming_an_experimental_detector_enables_it_with_what_it_reads():
+    """`--detectors rag_ignored` scores the pack's experimental rule (and the probe it reads);
+    with no names, only the pack's defaults load."""
+    from latentwatch.detectors.packs import pack_for_model
+    from latentwatch.sidecar.engine import Engine
+
+    model = "qwen2.5-coder-0.5b-instruct"
+    assert Config(models=[model]).spec_paths() == pack_for_model(model).spec_paths()
+    cfg = Config(models=[model], detectors=["rag_ignored"])
+    engine = Engine.from_specs(cfg.spec_paths(), only=cfg.detectors)
+    assert {d.name for d in engine.detectors} == {"rag_ignored", "context_attending"}
+    assert engine.heads and engine.hook_names == ["model.layers.12"]

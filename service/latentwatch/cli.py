@@ -264,7 +264,9 @@ def _engine_for(args, name: str):
     """An in-process engine with the named detector (and what it requires)."""
     from latentwatch.sidecar.engine import Engine
 
-    engine = Engine.from_specs(_config(args).spec_paths(args.model), only=[name])
+    cfg = _config(args)
+    cfg.detectors = cfg.detectors or [name]  # so an experimental detector is found by name too
+    engine = Engine.from_specs(cfg.spec_paths(args.model), only=[name])
     spec = next(d.spec for d in engine.detectors if d.name == name)
     return engine, spec
 

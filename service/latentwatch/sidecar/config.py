@@ -37,7 +37,8 @@ class Config:
     # picks one (by name, or the last part of a path or hub id: see detectors/packs.py).
     models: list[str] = field(default_factory=lambda: [DEFAULT_PACK])
     detector_specs: list[str] = field(default_factory=list)  # YAML files for every model; overrides `models`
-    detectors: list[str] = field(default_factory=list)  # names to enable; empty: all
+    # Names to enable; empty: the pack's defaults. Names may be the pack's experimental ones.
+    detectors: list[str] = field(default_factory=list)
     saes: list[str] = field(default_factory=list)  # extra SAEs to encode for reconstruction health only
     session_ttl_s: float = 300.0
     max_sessions: int = 10_000
@@ -76,10 +77,14 @@ class Config:
         return token
 
     def spec_paths(self, model: str | None = None) -> list[Path]:
-        """The detector specs for ``model`` (default: the first configured model)."""
+        """The detector specs for ``model`` (default: the first configured model). When
+        ``detectors`` names some, the pack's experimental specs are candidates too (the
+        engine keeps only the named ones and what they read), so an operator or an
+        evaluator can score an experimental detector without writing its path."""
         if self.detector_specs:
             return [Path(p) for p in self.detector_specs]
-        return pack_for_model(model or self.models[0]).spec_paths()
+        pack = pack_for_model(model or self.models[0])
+        return pack.spec_paths() + (pack.spec_paths(experimental=True) if self.detectors else [])
 
     @classmethod
     def load(cls, path: str | None = None, env: dict[str, str] | None = None, **overrides) -> Config:
