@@ -125,7 +125,8 @@ def test_sender_coalesces_adjacent_rows_when_the_sidecar_lags():
         with client._cv:  # hold the lock so nothing is sent while we queue
             for pos in range(6):
                 for hook in ("a", "b"):
-                    rows = _Rows("r", hook, pos, torch.full((1, 2), float(pos)), text=(f"{hook}{pos}",))
+                    row = torch.full((1, 2), float(pos))
+                    rows = _Rows("r", hook, pos, row, text=(f"{hook}{pos}",), ids=(100 + pos,))
                     client._buf.append((rows, True))
                     client._chunks_buffered += 1
             first = client._buf.popleft()[0]
@@ -134,6 +135,7 @@ def test_sender_coalesces_adjacent_rows_when_the_sidecar_lags():
             remaining = [e[0][:3] for e in client._buf]
         assert merged[:3] == ("r", "a", 0) and merged.rows[:, 0].tolist() == [0, 1, 2, 3]
         assert merged.text == ("a0", "a1", "a2", "a3")  # token text stays aligned with its rows
+        assert list(merged.ids) == [100, 101, 102, 103]  # and so do token ids (else the sidecar refuses the chunk)
         # rows of the other hook stay queued in order, and a's rows 4-5 wait for the next message
         b = [("r", "b", i) for i in range(4)]
         assert remaining[:6] == [*b, ("r", "a", 4), ("r", "b", 4)]

@@ -240,6 +240,7 @@ class GrpcMonitorClient:
         decode rows travel as one message instead of many."""
         parts = [item.rows]
         texts = [item.text]
+        ids = [item.ids]
         start = item.start
         end = start + item.rows.shape[0]
         skipped: list = []
@@ -254,15 +255,17 @@ class GrpcMonitorClient:
                 self._chunks_buffered -= 1
                 parts.append(nxt.rows)
                 texts.append(nxt.text)
+                ids.append(nxt.ids)
                 end += nxt.rows.shape[0]
             else:
                 skipped.append(entry)
         self._buf.extendleft(reversed(skipped))
         if len(parts) == 1:
             return item
-        # Text stays aligned with rows only if every merged piece carries it.
+        # Text and ids stay aligned with rows only if every merged piece carries them.
         text = tuple(t for part in texts for t in part) if all(texts) else None
-        return item._replace(rows=torch.cat(parts), text=text, ready=None)
+        merged = [int(i) for part in ids for i in part] if all(i is not None for i in ids) else None
+        return item._replace(rows=torch.cat(parts), text=text, ids=merged, ready=None)
 
     def _run(self) -> None:
         delay = self._backoff[0]
