@@ -60,7 +60,11 @@ def _alerts(db, request_id: str) -> dict[str, dict]:
 def test_qwen_rows_in_vllm_match_an_hf_forward_and_go_to_the_qwen_pack(qwen_stack, qwen):
     base, sidecar, tap, _ = qwen_stack
     resp = chat(base, QWEN, [{"role": "user", "content": BENIGN}], max_tokens=12)
-    _assert_rows_match_hf(qwen, tap, resp, hooks=[f"model.layers.{LAYER}"])
+    # Qwen's layer-12 rows, bf16 vLLM vs fp32 HF: measured median 2.5%, worst row 17% (an early
+    # prompt position) on an AMD EPYC machine, within 12% on an earlier one (vLLM's CPU kernels
+    # differ by CPU, the same with this commit and the one before it); a row from another
+    # position or layer is off by about 100%.
+    _assert_rows_match_hf(qwen, tap, resp, hooks=[f"model.layers.{LAYER}"], median=0.04, worst=0.25)
     assert tap.starts[resp["id"]].model_id == QWEN
     # ListDetectors answers per model: each pack names its own SAE
     per_model = sidecar.sidecar.engine.detectors_of(QWEN)
