@@ -126,13 +126,17 @@ def pooled(s: dict, name: str, window: int) -> torch.Tensor:
     return x.mean(0) if x.dim() == 2 else x.mean()[None]
 
 
+def ignored_auroc(score: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Per set, AUROC of ``score`` (high = ignored) for the ignored answers."""
+    return {k: auroc(score[k][y[k] == 1], score[k][y[k] == 0]) for k in SETS}
+
+
 def fit_and_score(X: dict[str, torch.Tensor], y: dict[str, torch.Tensor], l2: float = 1e-2) -> dict[str, float]:
     """Logistic probe (followed = 1) on rag_train; AUROC of the *ignored* score on every set."""
     mean, scale = X["rag_train"].mean(0), X["rag_train"].std(0) + 1e-3
     followed = 1.0 - y["rag_train"]
     w, b = _logistic((X["rag_train"] - mean) / scale, followed, torch.ones_like(followed), l1=0.0, l2=l2, steps=400)
-    return {k: auroc(-(((X[k] - mean) / scale) @ w + b)[y[k] == 1], -(((X[k] - mean) / scale) @ w + b)[y[k] == 0])
-            for k in SETS}  # fmt: skip
+    return ignored_auroc({k: -(((X[k] - mean) / scale) @ w + b) for k in SETS}, y)
 
 
 def teacher_probe(stats: dict, y: dict, window: int, l2: float = 10.0) -> dict[str, float]:
@@ -143,11 +147,9 @@ def teacher_probe(stats: dict, y: dict, window: int, l2: float = 10.0) -> dict[s
     mean = X.mean(0)
     A = (X - mean).T @ (X - mean) + l2 * torch.eye(X.shape[1])
     w = torch.linalg.solve(A, (X - mean).T @ (t - t.mean()))
-    out = {}
-    for k in SETS:
-        v = torch.tensor([float(((s["latents"][:window].float() - mean) @ w).mean()) for s in stats[k]])
-        out[k] = auroc(-v[y[k] == 1], -v[y[k] == 0])
-    return out
+    predicted = {k: torch.tensor([float(((s["latents"][:window].float() - mean) @ w).mean()) for s in stats[k]])
+                 for k in SETS}  # fmt: skip
+    return ignored_auroc({k: -v for k, v in predicted.items()}, y)
 
 
 def row(label: str, scores: dict[str, float]) -> None:
@@ -174,17 +176,12 @@ def main() -> None:
     y = {k: torch.tensor([float(r["label"]) for r in recs[k]]) for k in SETS}  # 1 = ignored
     print("records (ignored/all):", {k: f"{int(y[k].sum())}/{len(y[k])}" for k in SETS})
     print(f"{'signal (AUROC for ignored)':<40}" + "".join(f"{k:>14}" for k in SETS))
-    base = {}
-    for k in SETS:
-        v = torch.tensor([lexical_overlap(lm, None, r) for r in recs[k]])
-        base[k] = auroc(v[y[k] == 1], v[y[k] == 0])
-    row("lexical overlap baseline (words)", base)
+    lexical = {k: torch.tensor([lexical_overlap(lm, None, r) for r in recs[k]]) for k in SETS}
+    row("lexical overlap baseline (words)", ignored_auroc(lexical, y))
     for window in [int(w) for w in args.windows.split(",")]:
         print(f"-- first {window} answer tokens")
-        teacher = {k: auroc(-torch.stack([pooled(s, "delta", window) for s in stats[k]])[:, 0][y[k] == 1],
-                            -torch.stack([pooled(s, "delta", window) for s in stats[k]])[:, 0][y[k] == 0])
-                   for k in SETS}  # fmt: skip
-        row("teacher: mean log p(with) - log p(without)", teacher)
+        teacher = {k: -torch.stack([pooled(s, "delta", window) for s in stats[k]])[:, 0] for k in SETS}
+        row("teacher: mean log p(with) - log p(without)", ignored_auroc(teacher, y))
         feats = {name: {k: torch.stack([pooled(s, name, window) for s in stats[k]]) for k in SETS}
                  for name in (*HEAD_STATS, "latents", "overlap")}  # fmt: skip
         for name, X in feats.items():

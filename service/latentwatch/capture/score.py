@@ -73,7 +73,8 @@ def score_records(engine: Engine, lm: LoadedModel, records: list[tuple[str, dict
             engine.start(f"score-{i}", lm.model_id, cts[i].spans)  # ids of our own: record ids may repeat
             if ratios is not None:
                 engine.add_attention(f"score-{i}", 0, engine.heads, ratios)
-        chunks = [Chunk(f"score-{i}", h, 0, rows[h], torch.tensor(cts[i].input_ids[: len(rows[h])]))
+        ids = {i: torch.tensor(cts[i].input_ids) for i, _, _ in group}  # as a capture sends them
+        chunks = [Chunk(f"score-{i}", h, 0, rows[h], ids[i][: len(rows[h])])
                   for i, rows, _ in group for h in engine.hook_names]  # fmt: skip
         for result in engine.add_chunks(chunks):
             if isinstance(result, Exception):

@@ -174,7 +174,12 @@ class Engine:
                 session.text.update(zip(positions.tolist(), pieces, strict=True))
 
     def add_chunk(
-        self, request_id: str, hook_name: str, start_position: int, acts: torch.Tensor, token_ids=None
+        self,
+        request_id: str,
+        hook_name: str,
+        start_position: int,
+        acts: torch.Tensor,
+        token_ids: torch.Tensor | None = None,
     ) -> Outcome:
         """Score a chunk of already-decoded fp32 activations; the outcome's verdicts are new flags."""
         (result,) = self.add_chunks([Chunk(request_id, hook_name, start_position, acts, token_ids)])

@@ -65,8 +65,8 @@ def _replay(engine: Engine, lm: LoadedModel, detector: str, rid: str, ct, rows, 
         flags = []
         if lookback is not None:  # attention statistics travel beside the activations
             flags += engine.add_attention(rid, start, engine.heads, lookback[start:end]).verdicts
+        ids = torch.tensor(ct.input_ids[start:end])  # as a capture sends them
         for hook in engine.hook_names:
-            ids = torch.tensor(ct.input_ids[start:end])  # as a capture sends them
             flags += engine.add_chunk(rid, hook, start, rows[hook][start:end], ids).verdicts
         if first is None and any(v.detector == detector for v in flags):
             first = max(0, min(end, len(ct.input_ids)) - ct.prompt_length)
