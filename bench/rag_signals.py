@@ -27,9 +27,11 @@ held-apart source (Natural Questions, 160 answers, 61 ignored), first 16 answer 
 every head's lookback 0.60, copy 0.67, context norm 0.59, latents 0.58, overlap 0.64, all
 of them 0.66; the with/without-context teacher itself 0.59; lexical overlap 0.54. The
 fitting source reads 0.98-1.00 for the all-head probes: they fit noise. Why: of the 61
-ignored answers 58 are misreadings (another entity *from the passage*) and 3 give the
-model's own memory; the teacher shows the misread entity as context-driven (log-ratio
-+8 to +9 nats on its first token), so no context-reliance signal can separate them.
+ignored answers only 3 give the model's own memory; the other 58 misread the passage (by
+inspection of 25, mostly naming another entity from it), and the teacher shows such a
+misread entity as context-driven (+8 to +9 nats on its first token), so no context-reliance
+signal can separate them. Memory answers against followed ones: teacher 0.90 on the
+fitting source (4 positives), 0.56 held apart (3): too few to fit or measure.
 """
 
 from __future__ import annotations
@@ -44,8 +46,10 @@ from latentwatch.detectors.saes import load_sae_dir
 from latentwatch.jsonl import read_rows
 from latentwatch.models import BUNDLED_MODEL, load_model
 from latentwatch.training.baselines import lexical_overlap
+from latentwatch.training.devdata import rag_rows
 from latentwatch.training.evaluate import auroc
 from latentwatch.training.probes import _logistic
+from latentwatch.training.rag import followed
 from latentwatch.v1 import monitor_pb2 as pb
 
 SETS = ("rag_train", "rag_test", "rag_authored")
@@ -152,6 +156,20 @@ def teacher_probe(stats: dict, y: dict, window: int, l2: float = 10.0) -> dict[s
     return ignored_auroc({k: -v for k, v in predicted.items()}, y)
 
 
+def from_memory(records: list[dict]) -> list[bool]:
+    """Which ignored answers give the model's memory rather than another passage entity: the
+    dev set's parametric answer, or (for a counterfactual twin) the entity the swap replaced,
+    read from the twin's original record."""
+    parametric = {r["question"]: r["parametric_answer"] for split in ("train", "test") for r in rag_rows(split)}
+    original = {r["messages"][-1]["content"]: r["answers"] for r in records if r["kind"] == "dev"}
+    out = []
+    for r in records:
+        q = r["messages"][-1]["content"]
+        memory = [parametric.get(q, "")] if r["kind"] == "dev" else original.get(q, [])
+        out.append(r["label"] == 1 and followed(r["response"], memory))
+    return out
+
+
 def row(label: str, scores: dict[str, float]) -> None:
     print(f"{label:<40}" + "".join(f"{scores[k]:>14.3f}" for k in SETS))
 
@@ -175,6 +193,10 @@ def main() -> None:
             torch.save(stats, args.cache)
     y = {k: torch.tensor([float(r["label"]) for r in recs[k]]) for k in SETS}  # 1 = ignored
     print("records (ignored/all):", {k: f"{int(y[k].sum())}/{len(y[k])}" for k in SETS})
+    memory = {k: from_memory(recs[k]) for k in SETS}
+    for k in SETS:
+        print(f"{k}: of {int(y[k].sum())} ignored answers, {sum(memory[k])} give the model's memory, "
+              f"the rest another entity or none from the passage")  # fmt: skip
     print(f"{'signal (AUROC for ignored)':<40}" + "".join(f"{k:>14}" for k in SETS))
     lexical = {k: torch.tensor([lexical_overlap(lm, None, r) for r in recs[k]]) for k in SETS}
     row("lexical overlap baseline (words)", ignored_auroc(lexical, y))
@@ -182,6 +204,10 @@ def main() -> None:
         print(f"-- first {window} answer tokens")
         teacher = {k: -torch.stack([pooled(s, "delta", window) for s in stats[k]])[:, 0] for k in SETS}
         row("teacher: mean log p(with) - log p(without)", ignored_auroc(teacher, y))
+        # memory answers against followed ones only (misreadings left out)
+        keep = {k: torch.tensor([m or r["label"] == 0 for m, r in zip(memory[k], recs[k], strict=True)]) for k in SETS}
+        only = {k: torch.tensor([float(m) for m in memory[k]])[keep[k]] for k in SETS}
+        row("teacher, memory vs followed only", ignored_auroc({k: teacher[k][keep[k]] for k in SETS}, only))
         feats = {name: {k: torch.stack([pooled(s, name, window) for s in stats[k]]) for k in SETS}
                  for name in (*HEAD_STATS, "latents", "overlap")}  # fmt: skip
         for name, X in feats.items():
